@@ -33,6 +33,11 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Versioned datasets: ingest, append, list, show, verify.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+exp_app = typer.Typer(help="The local experiment store: list, show, compare.", no_args_is_help=True)
+app.add_typer(exp_app, name="experiments")
+models_app = typer.Typer(help="The model registry: list, show, validate, promote, rollback, history.",
+                         no_args_is_help=True)
+app.add_typer(models_app, name="models")
 
 
 class UserError(Exception):
@@ -260,6 +265,467 @@ def data_gc(ctx: typer.Context) -> None:
     """
     removed = _store(_settings(ctx)).gc()
     console.print(f"removed {len(removed)} unreferenced objects")
+
+
+# ---------------------------------------------------------------------------- train
+def use_local_prefect(settings: Settings) -> None:
+    """Without a Prefect API, keep Prefect's state (SQLite) inside the home folder."""
+    import os
+
+    if settings.prefect_api:
+        os.environ["PREFECT_API_URL"] = settings.prefect_api
+        return
+    os.environ.setdefault("PREFECT_HOME", str(settings.home_dir / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+@app.command("train")
+def train(
+    ctx: typer.Context,
+    profile: Annotated[str, typer.Option(help="Training profile from the search-space file: quick or full.")] = "quick",
+    family: Annotated[
+        list[str] | None, typer.Option("--family", "-f", help="Model family (repeatable): convnet, vgg, torchnet. Default: all in the file.")
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="NAME=V1,V2,... replaces the file's values (repeatable)."),
+    ] = None,
+    prune: Annotated[bool, typer.Option(help="Stop hopeless runs early (median rule, Optuna).")] = False,
+    dataset: Annotated[str, typer.Option(help="Dataset version to train on.")] = "latest",
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Experiments at once (default: min(2, cores)).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override the profile's epochs.")] = None,
+    train_images: Annotated[int | None, typer.Option(min=0, help="Override the profile's training images (0 = all).")] = None,
+    search_space: Annotated[Path | None, typer.Option(help="Search-space YAML (default configs/search_space.yaml).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only expand and check the grid.")] = False,
+    gate: Annotated[
+        str, typer.Option(help="Validation gate after training: 'default' (configs/gate.yaml), a YAML path, or 'skip'.")
+    ] = "default",
+) -> None:
+    """Train every permutation of the search space (AutoML) as a Prefect flow.
+
+    Each hyperparameter's comma-separated values are expanded into every permutation; the
+    default file yields 18 experiments across the three families. Names and values are checked
+    before anything trains. Each experiment is tracked in W&B (offline by default) and the
+    local experiment store; the leaderboard is published as a Prefect table artifact.
+
+    Example:
+
+      mnistcl train --profile quick
+
+      mnistcl train --family convnet --param learning_rate=0.001,0.01 --param batch_size=64,128
+    """
+    from mnistcl.datasets import DatasetError
+    from models.common import ParamError
+    from models.search import expand, load_search_space, parse_overrides
+    from models.search import profile as get_profile
+
+    settings = _settings(ctx)
+    try:
+        space = load_search_space(search_space)
+        prof = get_profile(space, profile)
+        specs = expand(space, families=family, overrides=parse_overrides(param or []),
+                       epochs=epochs if epochs is not None else prof.epochs)
+        _store(settings).resolve(dataset)
+    except (ParamError, DatasetError) as exc:
+        _fail(str(exc))
+    if dry_run:
+        for i, s in enumerate(specs, 1):
+            console.print(f"{i:3d}  {s.label}")
+        console.print(f"{len(specs)} experiments (profile {profile})")
+        return
+    use_local_prefect(settings)
+    from flows.train import run_automl
+
+    console.print(f"training {len(specs)} experiments (profile {profile}, dataset {dataset})")
+    summary = run_automl(
+        concurrency=concurrency, profile=profile, families=family, params=param, prune=prune,
+        dataset=dataset, epochs=epochs, train_images=train_images, gate=gate,
+        search_space=str(search_space) if search_space else None,
+        config=str(ctx.parent.params.get("config")) if ctx.parent and ctx.parent.params.get("config") else None,
+    )
+    print_leaderboard(summary)
+    print_promotion(summary.get("promotion"))
+
+
+def print_promotion(promo: dict | None) -> None:
+    if not promo:
+        return
+    for r in promo["registered"]:
+        status = "[green]passed[/green]" if r["passed"] else "[red]failed[/red]"
+        console.print(f"registered {r['version']} (experiment {r['experiment']}, {r['family']}): gate {status} "
+                      f"in {r['gate_seconds']:.1f} s; report {r['report_md']}")
+        for v in r["violations"]:
+            console.print(f"    violated {v}")
+    p = promo.get("promoted")
+    if p:
+        console.print(f"[bold]{p['alias']}: {p['previous'] or '-'} -> {p['version']}[/bold]")
+    else:
+        console.print(f"nothing promoted; champion stays {promo['champion_before'] or '-'}"
+                      + (f" ({promo['promotion_error']})" if promo.get("promotion_error") else ""))
+
+
+def print_leaderboard(summary: dict) -> None:
+    table = Table(title=f"sweep {summary['sweep']}: {summary['completed']} completed, {summary['pruned']} pruned, "
+                        f"{summary['failed']} failed in {summary['wall_s']:.0f} s")
+    cols = ["rank", "id", "family", "status", "val_accuracy", "wall_s", "param_count", "flops", "params"]
+    for c in cols:
+        table.add_column(c, justify="right" if c not in ("family", "status", "params") else "left")
+    for row in summary["leaderboard"]:
+        table.add_row(*[_fmt(row.get(c)) for c in cols])
+    console.print(table)
+    if summary["errors"]:
+        for i, e in summary["errors"].items():
+            err.print(f"[red]experiment {i} failed:[/red] {e}")
+    best = summary["best"]
+    if best:
+        console.print(f"best: experiment {best['id']} ({best['family']}) val accuracy {best['val_accuracy']:.4f}; "
+                      f"ONNX {best['onnx_path']}")
+    console.print(f"summary: {summary.get('summary_path', '')}")
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+    if isinstance(v, dict):
+        return " ".join(f"{k}={x}" for k, x in v.items())
+    if isinstance(v, list):
+        return f"[{len(v)} items]"
+    return str(v)
+
+
+# ---------------------------------------------------------------------------- experiments
+def _exp_store(settings: Settings):
+    from mnistcl.experiments import ExperimentStore
+
+    return ExperimentStore(settings.experiments_db_path)
+
+
+@exp_app.command("list")
+def experiments_list(
+    ctx: typer.Context,
+    sort: Annotated[str, typer.Option(help="Column to sort by, e.g. val_accuracy, wall_s, flops.")] = "id",
+    desc: Annotated[bool, typer.Option("--desc", help="Sort descending.")] = False,
+    columns: Annotated[
+        str | None, typer.Option(help="Comma-separated columns to show (default: a useful set). 'all' for every one.")
+    ] = None,
+    sweep: Annotated[str | None, typer.Option(help="Only this sweep ('last' for the newest).")] = None,
+    family: Annotated[str | None, typer.Option(help="Only this model family.")] = None,
+    status: Annotated[str | None, typer.Option(help="Only this status: completed, pruned, failed, running, queued.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many rows.")] = None,
+) -> None:
+    """List experiments, sortable, with the columns you choose.
+
+    Example:
+
+      mnistcl experiments list --sort val_accuracy --desc --columns id,family,val_accuracy,wall_s,params
+    """
+    from mnistcl.experiments import COLUMNS, DEFAULT_LIST_COLUMNS
+
+    store = _exp_store(_settings(ctx))
+    cols = DEFAULT_LIST_COLUMNS if not columns else COLUMNS if columns == "all" else [c.strip() for c in columns.split(",")]
+    bad = [c for c in cols if c not in COLUMNS]
+    if bad:
+        _fail(f"unknown column(s) {', '.join(bad)}; columns: {', '.join(COLUMNS)}")
+    if sort not in COLUMNS:
+        _fail(f"cannot sort by {sort!r}; columns: {', '.join(COLUMNS)}")
+    if sweep == "last":
+        sweeps = store.sweeps()
+        sweep = sweeps[-1] if sweeps else None
+    rows = store.list(sweep=sweep, family=family, status=status, sort=sort, descending=desc, limit=limit)
+    if not rows:
+        console.print("no experiments yet: run `mnistcl train --profile quick`")
+        return
+    table = Table(title=f"{len(rows)} experiments")
+    for c in cols:
+        table.add_column(c, overflow="fold")
+    for e in rows:
+        table.add_row(*[_fmt(e.row.get(c)) for c in cols])
+    console.print(table)
+
+
+@exp_app.command("show")
+def experiments_show(
+    ctx: typer.Context,
+    exp_id: Annotated[int, typer.Argument(help="Experiment id (see `mnistcl experiments list`).")],
+    plot: Annotated[Path | None, typer.Option(help="Where to write the loss curve PNG (default: next to the artifacts).")] = None,
+) -> None:
+    """Show one experiment: hyperparameters, metrics, history, files; writes its loss curve as PNG.
+
+    Example:
+
+      mnistcl experiments show 3
+    """
+    from mnistcl.experiments import ExperimentNotFound
+    from mnistcl.plots import plot_history
+
+    settings = _settings(ctx)
+    try:
+        e = _exp_store(settings).get(exp_id)
+    except ExperimentNotFound as exc:
+        _fail(str(exc))
+    table = Table(title=f"experiment {exp_id}", show_header=False)
+    table.add_column("field")
+    table.add_column("value", overflow="fold")
+    for k, v in e.row.items():
+        if k in ("history", "checkpoints"):
+            continue
+        table.add_row(k, _fmt(v) if k != "params" else json_dumps(v))
+    console.print(table)
+    hist = e.row.get("history") or []
+    if hist:
+        h = Table(title="per epoch")
+        for c in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"):
+            h.add_column(c, justify="right")
+        for row in hist:
+            h.add_row(*[_fmt(row[c]) for c in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")])
+        console.print(h)
+    out = plot or settings.home_dir / "experiments" / str(exp_id) / "loss_curve.png"
+    plot_history(e.row, out)
+    console.print(f"loss curve: {out}")
+
+
+def json_dumps(v) -> str:
+    import json
+
+    return json.dumps(v, sort_keys=True)
+
+
+@exp_app.command("compare")
+def experiments_compare(
+    ctx: typer.Context,
+    exp_ids: Annotated[list[int], typer.Argument(help="Two or more experiment ids.")],
+) -> None:
+    """Hyperparameters and metrics of several experiments side by side.
+
+    Example:
+
+      mnistcl experiments compare 3 7 12
+    """
+    from mnistcl.experiments import ExperimentNotFound
+
+    if len(exp_ids) < 2:
+        _fail("give at least two experiment ids to compare")
+    store = _exp_store(_settings(ctx))
+    try:
+        exps = [store.get(i) for i in exp_ids]
+    except ExperimentNotFound as exc:
+        _fail(str(exc))
+    names = sorted({k for e in exps for k in (e.row.get("params") or {})})
+    table = Table(title="comparison")
+    table.add_column("")
+    for e in exps:
+        table.add_column(f"#{e.row['id']} {e.row['family']}", justify="right")
+    for n in names:
+        vals = [str((e.row.get("params") or {}).get(n, "(default)")) for e in exps]
+        table.add_row(f"[cyan]{n}[/cyan]", *vals)
+    for m in ("status", "dataset", "profile", "val_accuracy", "val_loss", "train_loss", "epochs", "wall_s",
+              "cpu_s", "peak_rss_mb", "param_count", "flops", "onnx_bytes"):
+        vals = [e.row.get(m) for e in exps]
+        nums = [v for v in vals if isinstance(v, int | float)]
+        best = None
+        if nums and m in ("val_accuracy",):
+            best = max(nums)
+        elif nums and m in ("val_loss", "wall_s", "param_count", "flops"):
+            best = min(nums)
+        table.add_row(m, *[("[bold green]" + _fmt(v) + "[/bold green]") if v is not None and v == best and len(nums) > 1
+                           else _fmt(v) for v in vals])
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------- models
+def _registry(settings: Settings):
+    from mnistcl.registry import Registry
+    from mnistcl.storage import open_storage
+
+    return Registry(open_storage(settings.store_url, s3_endpoint_url=settings.s3_endpoint_url))
+
+
+@models_app.command("list")
+def models_list(ctx: typer.Context) -> None:
+    """List model versions with lineage (dataset, experiment), gate result and aliases.
+
+    Example:
+
+      mnistcl models list
+    """
+    settings = _settings(ctx)
+    reg = _registry(settings)
+    versions = reg.list()
+    if not versions:
+        console.print("no registered models yet: run `mnistcl train --profile quick`")
+        return
+    ds = _store(settings)
+    aliases = {a: reg.alias(a) for a in ("champion", "challenger")}
+    table = Table(title=f"models in {reg.storage.url}")
+    for c in ("version", "aliases", "family", "dataset (lineage)", "experiment", "gate", "acc mnist-test",
+              "acc newest", "params", "created"):
+        table.add_column(c)
+    for mv in versions:
+        try:
+            lineage = " -> ".join(ds.manifest(mv.dataset).lineage)
+        except Exception:  # noqa: BLE001 - a missing dataset is shown, not fatal
+            lineage = f"{mv.dataset} (missing)"
+        acc = (mv.validation or {}).get("metrics", {}).get("accuracy", {})
+        tags = ", ".join(a for a, v in aliases.items() if v == mv.id)
+        gate = "-" if mv.gate_passed is None else ("passed" if mv.gate_passed else "[red]failed[/red]")
+        table.add_row(mv.id, f"[bold]{tags}[/bold]" if tags else "", mv.family, lineage,
+                      f"#{mv.experiment_id} {mv.sweep or ''}" if mv.experiment_id else "-", gate,
+                      _fmt(acc.get("mnist-test")), _fmt(acc.get("newest")),
+                      " ".join(f"{k}={v}" for k, v in mv.params.items()), mv.created[:19])
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="Version (m3 or 3) or alias (champion, challenger).")] = "champion",
+    report: Annotated[bool, typer.Option("--report", help="Print the full validation report (Markdown).")] = False,
+) -> None:
+    """Show a model version: lineage back to the dataset, hyperparameters, metrics, gate, artifacts.
+
+    Example:
+
+      mnistcl models show champion --report
+    """
+    from mnistcl.registry import RegistryError
+
+    settings = _settings(ctx)
+    reg = _registry(settings)
+    try:
+        mv = reg.get(version)
+        md = reg.artifact_bytes(mv.id, "report_md").decode() if "report_md" in mv.artifacts else None
+    except RegistryError as exc:
+        _fail(str(exc))
+    try:
+        lineage = " -> ".join(_store(settings).manifest(mv.dataset).lineage)
+    except Exception:  # noqa: BLE001
+        lineage = f"{mv.dataset} (missing from the store)"
+    t = Table(title=f"model {mv.id}", show_header=False)
+    t.add_column("field")
+    t.add_column("value", overflow="fold")
+    rows = [("aliases", ", ".join(reg.aliases_of(mv.id)) or "-"), ("family", mv.family), ("created", mv.created),
+            ("dataset lineage", lineage), ("experiment", f"#{mv.experiment_id} in {mv.sweep}"),
+            ("parent model", mv.parent_model or "-"), ("code revision", mv.code_revision),
+            ("hyperparameters", json_dumps(mv.params)), ("config", json_dumps(mv.config)),
+            ("training metrics", json_dumps(mv.metrics)),
+            ("gate", "-" if mv.gate_passed is None else "passed" if mv.gate_passed else "FAILED")]
+    for v in (mv.validation or {}).get("violations", []):
+        rows.append(("  violation", f"{v['rule']}: {v['detail']}"))
+    for kind, a in mv.artifacts.items():
+        rows.append((f"artifact {kind}", f"{a.filename}  {a.bytes:,} B  sha256 {a.sha256}"))
+    for k, v in rows:
+        t.add_row(k, v)
+    console.print(t)
+    if report and md:
+        console.print(md, markup=False, highlight=False)
+
+
+@models_app.command("validate")
+def models_validate(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="Registered version to validate against the champion.")],
+    dataset: Annotated[str, typer.Option(help="Dataset version whose slices to use.")] = "latest",
+    gate: Annotated[Path | None, typer.Option(help="Gate config (default configs/gate.yaml).")] = None,
+) -> None:
+    """Run the validation gate on a registered version against the current champion, now.
+
+    Example:
+
+      mnistcl models validate m4 --dataset v2
+    """
+    from mnistcl.datasets import DatasetError
+    from mnistcl.promote import validate_candidate
+    from mnistcl.registry import RegistryError
+    from mnistcl.validate import load_gate
+
+    settings = _settings(ctx)
+    reg = _registry(settings)
+    try:
+        cfg = load_gate(gate)
+        mv = reg.get(version)
+        onnx_path = reg.fetch(mv.id, "onnx", settings.home_dir / "cache" / "models")
+        ds = _store(settings).resolve(dataset)
+        rep, files = validate_candidate(settings, cfg, onnx_path, ds, name=mv.id,
+                                        report_dir=settings.home_dir / "reports" / f"{mv.id}-on-{ds}")
+    except (RegistryError, DatasetError, ValueError) as exc:
+        _fail(str(exc))
+    console.print(rep.to_markdown(), markup=False, highlight=False)
+    console.print(f"report: {files['report_md']}")
+    if not rep.passed:
+        raise typer.Exit(1)
+
+
+@models_app.command("promote")
+def models_promote(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="Version to promote (m3 or 3).")],
+    alias: Annotated[str, typer.Option(help="champion or challenger.")] = "champion",
+    reason: Annotated[str, typer.Option(help="Why; kept in the alias history.")] = "promoted by hand",
+    force: Annotated[bool, typer.Option("--force", help="Promote even if the version failed the gate.")] = False,
+) -> None:
+    """Point an alias at a version (atomically; the move is kept in the history).
+
+    Example:
+
+      mnistcl models promote m4 --alias challenger --reason "canary for branch 12"
+    """
+    from mnistcl.registry import RegistryError
+
+    reg = _registry(_settings(ctx))
+    try:
+        move = reg.promote(version, alias, reason=reason, force=force)
+    except RegistryError as exc:
+        _fail(str(exc))
+    console.print(f"{alias}: {move.previous or '-'} -> [bold]{move.version}[/bold] (move {move.seq}, {move.reason})")
+
+
+@models_app.command("rollback")
+def models_rollback(
+    ctx: typer.Context,
+    alias: Annotated[str, typer.Option(help="champion or challenger.")] = "champion",
+    to: Annotated[str | None, typer.Option(help="Version to go back to (default: the one before).")] = None,
+) -> None:
+    """Undo the last move of an alias: the previous champion is restored.
+
+    Example:
+
+      mnistcl models rollback
+    """
+    from mnistcl.registry import RegistryError
+
+    reg = _registry(_settings(ctx))
+    try:
+        move = reg.rollback(alias, to)
+    except RegistryError as exc:
+        _fail(str(exc))
+    console.print(f"{alias}: {move.previous} -> [bold]{move.version}[/bold] ({move.reason})")
+
+
+@models_app.command("history")
+def models_history(
+    ctx: typer.Context,
+    alias: Annotated[str | None, typer.Option(help="Only this alias.")] = None,
+) -> None:
+    """Every alias move: when, from which version to which, and why.
+
+    Example:
+
+      mnistcl models history --alias champion
+    """
+    reg = _registry(_settings(ctx))
+    moves = reg.history(alias)
+    if not moves:
+        console.print("no alias has been set yet")
+        return
+    t = Table(title="alias history")
+    for c in ("when", "alias", "from", "to", "reason"):
+        t.add_column(c, overflow="fold")
+    for m in moves:
+        t.add_row(m.at[:23], m.alias, m.previous or "-", m.version or "-", m.reason)
+    console.print(t)
 
 
 # ---------------------------------------------------------------------------- demo

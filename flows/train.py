@@ -1,0 +1,117 @@
+"""The AutoML flow: expand the grid, train one task per experiment, pick the best.
+
+Only wiring; the logic is in models.automl and models.train. Concurrency is bounded by the
+thread-pool task runner (each task waits on a worker process); on Kubernetes the flow runs in
+a prefect-kubernetes work pool (see prefect.yaml and infra/k8s/).
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from models.automl import WorkerPool, default_concurrency, plan_sweep, summarise, write_summary
+
+
+@task(name="train-experiment", task_run_name="experiment-{exp_id}", retries=0)
+def train_experiment(payload: str, exp_id: int, label: str) -> dict:
+    result = _POOL.submit(payload).result()
+    logger = get_run_logger()
+    acc = result.get("val_accuracy")
+    logger.info("#%s %s: %s, val accuracy %s, %.1f s", exp_id, label, result["status"],
+                "n/a" if acc is None else f"{acc:.4f}", result.get("wall_s") or 0.0)
+    return result
+
+
+_POOL: WorkerPool | None = None
+
+
+@flow(name="automl", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=default_concurrency()))
+def automl(
+    profile: str = "quick",
+    families: list[str] | None = None,
+    params: list[str] | None = None,
+    prune: bool = False,
+    dataset: str = "latest",
+    concurrency: int | None = None,
+    epochs: int | None = None,
+    train_images: int | None = None,
+    search_space: str | None = None,
+    config: str | None = None,
+    show_progress: bool = True,
+    gate: str = "default",
+) -> dict:
+    """Train every permutation of the search space, publish the leaderboard, then validate the
+    best runs against the champion, register them and promote the best passing one.
+
+    ``gate``: "default" (configs/gate.yaml), a path to another gate file, or "skip".
+    """
+    from mnistcl.settings import load_settings
+
+    global _POOL
+    settings = load_settings(config)
+    plan = plan_sweep(settings, profile_name=profile, families=families, params=params,
+                      search_space=search_space, dataset=dataset, prune=prune, epochs=epochs,
+                      train_images=train_images)
+    logger = get_run_logger()
+    logger.info("sweep %s: %d experiments on dataset %s (profile %s)", plan.sweep, len(plan.specs),
+                plan.dataset_version, profile)
+    t0 = time.perf_counter()
+    labels = {i: s.label for i, s in zip(plan.exp_ids, plan.specs, strict=True)}
+    with WorkerPool(concurrency or default_concurrency(), show_progress=show_progress, labels=labels) as pool:
+        _POOL = pool
+        futures = [train_experiment.submit(p, i, labels[i]) for p, i in zip(plan.payloads, plan.exp_ids, strict=True)]
+        results = [f.result() for f in futures]
+        _POOL = None
+    summary = summarise(plan, results, time.perf_counter() - t0)
+    path = write_summary(settings, summary)
+    create_table_artifact(key="automl-leaderboard", table=summary["leaderboard"],
+                          description=f"AutoML sweep {plan.sweep} on dataset {plan.dataset_version}")
+    best = summary["best"]
+    create_markdown_artifact(
+        key="automl-summary",
+        markdown=(f"# Sweep {plan.sweep}\n\n{summary['completed']} completed, {summary['pruned']} pruned, "
+                  f"{summary['failed']} failed in {summary['wall_s']:.0f} s.\n\n"
+                  + (f"Best: experiment {best['id']} ({best['family']}, {best['params']}), "
+                     f"validation accuracy {best['val_accuracy']:.4f}.\n" if best else "No completed run.\n")
+                  + f"\nSummary JSON: `{path}`\n"),
+    )
+    summary["summary_path"] = str(path)
+    if gate != "skip":
+        summary["promotion"] = validate_and_promote(settings, summary, None if gate == "default" else gate)
+        path.write_text(__import__("json").dumps(summary, indent=2) + "\n")
+    return summary
+
+
+@task(name="validate-register-promote")
+def validate_and_promote(settings, summary: dict, gate_path: str | None) -> dict:
+    """The validation gate over the sweep's best runs, then the registry and the alias move."""
+    from pathlib import Path
+
+    from mnistcl.promote import validate_register_promote
+
+    result = validate_register_promote(settings, summary, gate_path=Path(gate_path) if gate_path else None)
+    logger = get_run_logger()
+    for r in result["registered"]:
+        logger.info("registered %s (experiment %s): gate %s%s", r["version"], r["experiment"],
+                    "passed" if r["passed"] else "FAILED", "" if r["passed"] else ": " + "; ".join(r["violations"]))
+    promoted = result.get("promoted")
+    if promoted:
+        logger.info("promoted %s to %s (was %s)", promoted["version"], promoted["alias"], promoted["previous"])
+        report = Path(result["reports"][promoted["version"]]).read_text()
+    else:
+        logger.warning("nothing promoted; champion stays %s", result["champion_before"])
+        first = result["registered"][0] if result["registered"] else None
+        report = Path(first["report_md"]).read_text() if first else "No candidate was validated."
+    create_markdown_artifact(key="validation-report", markdown=report,
+                             description="Validation gate report of the promoted (or best) candidate")
+    return result
+
+
+def run_automl(concurrency: int | None = None, **kwargs) -> dict:
+    """Run the flow with as many task threads as worker processes."""
+    c = concurrency or default_concurrency()
+    return automl.with_options(task_runner=ThreadPoolTaskRunner(max_workers=c))(concurrency=c, **kwargs)

@@ -1,0 +1,208 @@
+"""AutoML sweep logic without Prefect: plan the grid, run it in worker processes, rank it.
+
+``flows/train.py`` wires these into a Prefect flow; the CLI and tests can call them directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue as queue_mod
+import threading
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from models.search import (
+    ExperimentSpec,
+    Profile,
+    expand,
+    load_search_space,
+    parse_overrides,
+    profile,
+)
+
+
+@dataclass
+class SweepPlan:
+    sweep: str
+    profile: Profile
+    dataset_version: str
+    specs: list[ExperimentSpec]
+    exp_ids: list[int]
+    payloads: list[str]
+
+
+def new_sweep_id() -> str:
+    return f"sweep-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
+
+
+def plan_sweep(settings, *, profile_name: str = "quick", families: list[str] | None = None,
+               params: list[str] | None = None, search_space: Path | None = None,
+               dataset: str = "latest", prune: bool = False, epochs: int | None = None,
+               train_images: int | None = None, sweep: str | None = None) -> SweepPlan:
+    """Check everything (names, values, dataset) and register the queued experiments.
+
+    Raises ParamError / DatasetError before any training starts.
+    """
+    from mnistcl.datasets import DatasetStore
+    from mnistcl.experiments import ExperimentStore
+    from mnistcl.storage import open_storage
+
+    space = load_search_space(search_space)
+    prof = profile(space, profile_name)
+    if train_images is not None:
+        prof = Profile(prof.name, train_images, prof.val_images, prof.epochs)
+    specs = expand(space, families=families, overrides=parse_overrides(params or []),
+                   epochs=epochs if epochs is not None else prof.epochs)
+    if prune:
+        # The median rule compares a run with those already finished; in grid order the first
+        # finishers are the extreme corners (e.g. the smallest learning rate), which would make
+        # every later run look good. A fixed shuffle gives the pruner a representative baseline.
+        import random
+
+        random.Random(0).shuffle(specs)
+    store = DatasetStore(open_storage(settings.store_url, s3_endpoint_url=settings.s3_endpoint_url))
+    version = store.resolve(dataset)
+    sweep = sweep or new_sweep_id()
+    exps = ExperimentStore(settings.experiments_db_path)
+    ids, payloads = [], []
+    for spec in specs:
+        exp_id = exps.create(sweep, spec.family, spec.params, dataset=version, profile=prof.name, config=spec.config)
+        ids.append(exp_id)
+        payloads.append(json.dumps({
+            "spec": asdict(spec), "profile": asdict(prof), "exp_id": exp_id, "sweep": sweep,
+            "dataset_version": version, "store_url": settings.store_url,
+            "s3_endpoint_url": settings.s3_endpoint_url, "home": str(settings.home_dir),
+            "experiments_db": str(settings.experiments_db_path), "wandb_mode": settings.wandb_mode,
+            "wandb_project": settings.wandb_project, "prune": prune,
+        }))
+    return SweepPlan(sweep, prof, version, specs, ids, payloads)
+
+
+def default_concurrency() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+class WorkerPool:
+    """Long-lived worker processes (TensorFlow and PyTorch are imported once per worker).
+
+    Each worker gets cores // concurrency threads. Progress from the workers arrives on a
+    queue and is drawn as one bar per experiment with its current loss.
+    """
+
+    def __init__(self, concurrency: int, *, show_progress: bool = True, labels: dict[int, str] | None = None):
+        import multiprocessing as mp
+
+        from models.train import init_worker
+
+        self.concurrency = concurrency
+        threads = max(1, (os.cpu_count() or 1) // concurrency)
+        ctx = mp.get_context("spawn")
+        self._manager = ctx.Manager()
+        self.queue = self._manager.Queue()
+        self.pool = ProcessPoolExecutor(max_workers=concurrency, mp_context=ctx, initializer=init_worker,
+                                        initargs=(threads,))
+        self.labels = labels or {}
+        self._stop = threading.Event()
+        self._show = show_progress
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
+                            disable=not self._show)
+        bars: dict[int, Any] = {}
+        with progress:
+            while not self._stop.is_set():
+                try:
+                    msg = self.queue.get(timeout=0.2)
+                except (queue_mod.Empty, EOFError, OSError):
+                    continue
+                i = msg["id"]
+                if i not in bars:
+                    bars[i] = progress.add_task(f"#{i} {self.labels.get(i, '')}", total=msg["total"], loss=msg["loss"])
+                progress.update(bars[i], completed=msg["step"], total=msg["total"], loss=msg["loss"])
+
+    def submit(self, payload: str):
+        from models.train import run_in_worker
+
+        return self.pool.submit(run_in_worker, payload, self.queue)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        time.sleep(0.3)
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._manager.shutdown()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+LEADERBOARD_COLUMNS = ["rank", "id", "family", "status", "val_accuracy", "val_loss", "wall_s", "cpu_s",
+                       "param_count", "flops", "params"]
+
+
+def leaderboard(results: list[dict]) -> list[dict]:
+    """Completed runs by validation accuracy (ties: fewer FLOPs), then pruned, then failed."""
+    order = {"completed": 0, "pruned": 1, "failed": 2}
+    ranked = sorted(results, key=lambda r: (order.get(r["status"], 3), -(r.get("val_accuracy") or 0.0),
+                                            r.get("flops") or 0))
+    rows = []
+    for i, r in enumerate(ranked, 1):
+        rows.append({
+            "rank": i, "id": r["id"], "family": r["family"], "status": r["status"],
+            "val_accuracy": None if r.get("val_accuracy") is None else round(r["val_accuracy"], 4),
+            "val_loss": None if r.get("val_loss") is None else round(r["val_loss"], 4),
+            "wall_s": round(r.get("wall_s") or 0.0, 1), "cpu_s": round(r.get("cpu_s") or 0.0, 1),
+            "param_count": r.get("param_count"), "flops": r.get("flops"),
+            "params": " ".join(f"{k}={v}" for k, v in r["params"].items()),
+        })
+    return rows
+
+
+def summarise(plan: SweepPlan, results: list[dict], wall_s: float) -> dict:
+    board = leaderboard(results)
+    done = [r for r in results if r["status"] == "completed"]
+    best = max(done, key=lambda r: (r["val_accuracy"], -(r.get("flops") or 0))) if done else None
+    return {
+        "sweep": plan.sweep,
+        "profile": asdict(plan.profile),
+        "dataset": plan.dataset_version,
+        "experiments": len(results),
+        "completed": len(done),
+        "pruned": sum(r["status"] == "pruned" for r in results),
+        "failed": sum(r["status"] == "failed" for r in results),
+        "errors": {r["id"]: r["error"] for r in results if r.get("error")},
+        "wall_s": round(wall_s, 2),
+        "cpu_s": round(sum(r.get("cpu_s") or 0.0 for r in results), 2),
+        "best": None if best is None else {
+            k: best.get(k) for k in ("id", "family", "params", "val_accuracy", "val_loss", "onnx_path",
+                                     "native_path", "param_count", "flops", "wandb_dir")
+        },
+        "leaderboard": board,
+    }
+
+
+def write_summary(settings, summary: dict) -> Path:
+    out = settings.home_dir / "sweeps" / f"{summary['sweep']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    return out
