@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv venv-serve demo test test-fast lint bench-data clean distclean
+.PHONY: help venv demo test test-fast lint bench-data bench-train bench-train-quick clean distclean
 
 help: ## List every target with what it does
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,7 +26,7 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed ## Create or update the main environment (idempotent)
 
-demo: venv ## Set up and run the main job on the embedded defaults (local files, SQLite)
+demo: venv ## Set up and run the main job: ingest MNIST, AutoML (18 runs), gate, registry, champion
 	$(BIN)/mnistcl demo
 
 test: venv ## Set up and run the whole test suite (ruff first)
@@ -42,8 +42,14 @@ lint: venv ## Ruff over the code
 bench-data: venv ## Benchmark dataset ingest, size on disk and load time (bench/out/data.json)
 	$(BIN)/python -m bench.data
 
+bench-train: venv ## Training benchmarks, full profile: time to 99% and pruned vs full grid (~10 min)
+	$(BIN)/python -m bench.train --profile full
+
+bench-train-quick: venv ## The same benchmark code on small data (a smoke run, ~2 min)
+	$(BIN)/python -m bench.train --profile quick
+
 clean: ## Remove local state (.mnistcl/) and benchmark output
-	rm -rf .mnistcl bench/out
+	rm -rf .mnistcl .mnistcl-bench
 
 distclean: clean ## Also remove the environments
 	rm -rf $(VENV) $(SERVE_VENV)

@@ -276,6 +276,8 @@ def use_local_prefect(settings: Settings) -> None:
         os.environ["PREFECT_API_URL"] = settings.prefect_api
         return
     os.environ.setdefault("PREFECT_HOME", str(settings.home_dir / "prefect"))
+    # A fresh SQLite database is migrated on first start: slow on a small machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
@@ -372,7 +374,7 @@ def print_leaderboard(summary: dict) -> None:
     for c in cols:
         table.add_column(c, justify="right" if c not in ("family", "status", "params") else "left")
     for row in summary["leaderboard"]:
-        table.add_row(*[_fmt(row.get(c)) for c in cols])
+        table.add_row(*[_fmt(row.get(c), c) for c in cols])
     console.print(table)
     if summary["errors"]:
         for i, e in summary["errors"].items():
@@ -384,10 +386,12 @@ def print_leaderboard(summary: dict) -> None:
     console.print(f"summary: {summary.get('summary_path', '')}")
 
 
-def _fmt(v) -> str:
+def _fmt(v, col: str = "") -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
+        if col.endswith(("_s", "_mb")):
+            return f"{v:.1f}"
         return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
     if isinstance(v, dict):
         return " ".join(f"{k}={x}" for k, x in v.items())
@@ -442,7 +446,7 @@ def experiments_list(
     for c in cols:
         table.add_column(c, overflow="fold")
     for e in rows:
-        table.add_row(*[_fmt(e.row.get(c)) for c in cols])
+        table.add_row(*[_fmt(e.row.get(c), c) for c in cols])
     console.print(table)
 
 
@@ -560,9 +564,9 @@ def models_list(ctx: typer.Context) -> None:
     ds = _store(settings)
     aliases = {a: reg.alias(a) for a in ("champion", "challenger")}
     table = Table(title=f"models in {reg.storage.url}")
-    for c in ("version", "aliases", "family", "dataset (lineage)", "experiment", "gate", "acc mnist-test",
-              "acc newest", "params", "created"):
-        table.add_column(c)
+    for c in ("version", "aliases", "family", "dataset lineage", "exp", "gate", "acc mnist-test",
+              "acc newest", "hyperparameters"):
+        table.add_column(c, overflow="fold")
     for mv in versions:
         try:
             lineage = " -> ".join(ds.manifest(mv.dataset).lineage)
@@ -572,9 +576,9 @@ def models_list(ctx: typer.Context) -> None:
         tags = ", ".join(a for a, v in aliases.items() if v == mv.id)
         gate = "-" if mv.gate_passed is None else ("passed" if mv.gate_passed else "[red]failed[/red]")
         table.add_row(mv.id, f"[bold]{tags}[/bold]" if tags else "", mv.family, lineage,
-                      f"#{mv.experiment_id} {mv.sweep or ''}" if mv.experiment_id else "-", gate,
+                      f"#{mv.experiment_id}" if mv.experiment_id else "-", gate,
                       _fmt(acc.get("mnist-test")), _fmt(acc.get("newest")),
-                      " ".join(f"{k}={v}" for k, v in mv.params.items()), mv.created[:19])
+                      " ".join(f"{k}={v}" for k, v in mv.params.items()))
     console.print(table)
 
 
@@ -730,16 +734,29 @@ def models_history(
 
 # ---------------------------------------------------------------------------- demo
 @app.command("demo")
-def demo(ctx: typer.Context) -> None:
+def demo(
+    ctx: typer.Context,
+    profile: Annotated[str, typer.Option(help="Training profile: quick (minutes on 2 cores) or full.")] = "quick",
+) -> None:
     """Run the main job on the embedded defaults.
 
-    Today: ingest MNIST into dataset version 1 (or find it) and print its summary.
+    Today: ingest MNIST into dataset version v1 (or find it), train the 18-experiment AutoML
+    grid, validate the best runs through the gate, register them and promote a champion.
 
     Example:
 
       mnistcl demo
     """
+    console.rule("1. versioned data")
     ctx.invoke(data_ingest, ctx=ctx, csv_dir=None)
+    console.rule("2. AutoML training, validation gate, registry")
+    ctx.invoke(train, ctx=ctx, profile=profile, family=None, param=None, prune=False, dataset="latest",
+               concurrency=None, epochs=None, train_images=None, search_space=None, dry_run=False, gate="default")
+    console.rule("3. the registry")
+    ctx.invoke(models_list, ctx=ctx)
+    settings = _settings(ctx)
+    console.print(f"\nNext: `mnistcl models show champion --report`, `mnistcl experiments list --sort val_accuracy --desc`;"
+                  f" Prefect UI: `PREFECT_HOME={settings.home_dir / 'prefect'} .venv/bin/prefect server start`")
 
 
 def run() -> None:  # pragma: no cover - console entry

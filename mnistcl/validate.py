@@ -200,7 +200,7 @@ class GateReport:
         lines += ["## Rules", "", "| rule | metric | measured | threshold | result |", "|---|---|---|---|---|"]
         for c in self.checks:
             lines.append(f"| {c['rule']} | `{c['metric']}` | {_num(c['measured'])} | {c['op']} {_num(c['threshold'])} | "
-                         f"{'ok' if c['ok'] else '**violated**'} |")
+                         f"{c['note'] if c.get('note') else 'ok' if c['ok'] else '**violated**'} |")
         m, ch = self.metrics, self.champion_metrics or {}
         lines += ["", "## Accuracy by slice", "", "| slice | candidate | champion |", "|---|---|---|"]
         for s, a in m.get("accuracy", {}).items():
@@ -246,7 +246,7 @@ def judge(cfg: GateConfig, cand: dict, champ: dict | None, *, candidate: str, ch
         if r.relative and r.metric == "forgetting":
             if champ is None:
                 checks.append({"rule": r.name, "metric": "forgetting", "measured": None, "threshold": r.threshold,
-                               "op": "<=", "ok": True, "note": "no champion"})
+                               "op": "<=", "ok": True, "note": "skipped: no champion"})
                 continue
             worst = max(cand.get("forgetting", {}).values(), default=0.0)
             ok = worst <= r.threshold
@@ -267,7 +267,7 @@ def judge(cfg: GateConfig, cand: dict, champ: dict | None, *, candidate: str, ch
             base = lookup(champ, r.metric) if champ else None
             if base is None:
                 checks.append({"rule": r.name, "metric": f"{r.metric} - champion", "measured": None,
-                               "threshold": r.threshold, "op": op, "ok": True, "note": "no champion"})
+                               "threshold": r.threshold, "op": op, "ok": True, "note": "skipped: no champion"})
                 continue
             delta = value - base
             ok = delta >= r.threshold if r.higher_is_better else delta <= r.threshold
