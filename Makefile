@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 .PHONY: help venv demo test test-fast lint bench-data bench-train bench-train-quick clean distclean
 
 help: ## List every target with what it does
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,7 @@ test-fast: venv ## Run the suite without the slow tier
 lint: venv ## Ruff over the code
 	$(BIN)/ruff check mnistcl models flows monitoring serving tests bench
 
-bench-data: venv ## Benchmark dataset ingest, size on disk and load time (bench/out/data.json)
+bench-data: venv ## Benchmark dataset ingest, size on disk and load time (bench/results/data.json)
 	$(BIN)/python -m bench.data
 
 bench-train: venv ## Training benchmarks, full profile: time to 99% and pruned vs full grid (~10 min)
