@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv demo test test-fast lint bench-data bench-train bench-train-quick clean distclean
+.PHONY: help venv venv-serve demo test test-fast lint bench-data bench-train bench-train-quick clean distclean
 
 help: ## List every target with what it does
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,14 +26,25 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed ## Create or update the main environment (idempotent)
 
+$(SERVE_VENV)/bin/.installed: serving/requirements.txt serving/requirements-patched.txt
+	test -x $(SERVE_VENV)/bin/python || $(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/pip install $(PIP_FLAGS) -q --upgrade "pip>=24"
+	$(SERVE_VENV)/bin/pip install $(PIP_FLAGS) -r serving/requirements.txt
+	# Patched releases over seldon-core's pins (see the file); pip reports the pin conflict.
+	$(SERVE_VENV)/bin/pip install $(PIP_FLAGS) -r serving/requirements-patched.txt
+	$(SERVE_VENV)/bin/python -c "import seldon_core.wrapper, onnxruntime, gunicorn, werkzeug; print('serving env: gunicorn', gunicorn.__version__)"
+	touch $@
+
+venv-serve: $(SERVE_VENV)/bin/.installed ## Create or update the model server's environment (seldon-core 1.17.1)
+
 demo: venv ## Set up and run the main job: ingest MNIST, AutoML (18 runs), gate, registry, champion
 	$(BIN)/mnistcl demo
 
-test: venv ## Set up and run the whole test suite (ruff first)
+test: venv venv-serve ## Set up both environments and run the whole test suite (ruff first)
 	$(BIN)/ruff check mnistcl models flows monitoring serving tests bench
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: venv ## Run the suite without the slow tier
+test-fast: venv venv-serve ## Run the suite without the slow tier
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: venv ## Ruff over the code

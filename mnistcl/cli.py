@@ -35,6 +35,8 @@ data_app = typer.Typer(help="Versioned datasets: ingest, append, list, show, ver
 app.add_typer(data_app, name="data")
 exp_app = typer.Typer(help="The local experiment store: list, show, compare.", no_args_is_help=True)
 app.add_typer(exp_app, name="experiments")
+pred_app = typer.Typer(help="The prediction log: export inputs and outputs.", no_args_is_help=True)
+app.add_typer(pred_app, name="predictions")
 models_app = typer.Typer(help="The model registry: list, show, validate, promote, rollback, history.",
                          no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -146,6 +148,10 @@ def data_append(
     ] = 0.2,
     note: Annotated[str, typer.Option(help="Free text stored in the manifest.")] = "",
     seed: Annotated[int, typer.Option(help="Seed of the train/eval split.")] = 0,
+    from_feedback: Annotated[
+        bool, typer.Option("--from-feedback", help="Use the production inputs whose true label came back (prediction log).")
+    ] = False,
+    since: Annotated[str | None, typer.Option(help="With --from-feedback: only inputs since (ISO time or 6h, 7d).")] = None,
 ) -> None:
     """Make a new dataset version from a parent plus new labelled images.
 
@@ -157,23 +163,32 @@ def data_append(
       mnistcl data append new_digits.npz --note "cheques from branch 12"
 
       mnistcl data append ./pngs/          # pngs/3/a.png, pngs/7/b.png, ...
+
+      mnistcl data append --from-feedback --since 7d
     """
     from mnistcl.datasets import DatasetError, read_labelled
     from mnistcl.events import announce_dataset_version
     from mnistcl.images import ImageError
 
     settings = _settings(ctx)
-    if path is None:
-        _fail("give a file or folder of labelled images to append")
+    if from_feedback == (path is not None):
+        _fail("give either a file or folder of labelled images, or --from-feedback")
     store = _store(settings)
     try:
-        x, y = read_labelled(path)
-        m = store.append(x, y, parent=parent, source=f"append: {path.name}", eval_fraction=eval_fraction,
+        if from_feedback:
+            from mnistcl.predictions import labelled_feedback
+
+            x, y, n_req = labelled_feedback(settings.predictions_db_path, since=_parse_since(since))
+            source = f"feedback: {len(y)} labelled production inputs from {n_req} requests"
+        else:
+            x, y = read_labelled(path)
+            source = f"append: {path.name}"
+        m = store.append(x, y, parent=parent, source=source, eval_fraction=eval_fraction,
                          seed=seed, note=note)
     except (ImageError, DatasetError) as exc:
         _fail(f"nothing written: {exc}")
     ev = announce_dataset_version(m, settings)
-    console.print(f"created dataset version [bold]{m.id}[/bold] from {m.parent} + {len(y):,} images "
+    console.print(f"created dataset version [bold]{m.id}[/bold] from {m.parent} + {len(y):,} images ({m.source}) "
                   f"(event {ev['event']} -> {ev['delivered']})")
     print_manifest(m)
 
@@ -730,6 +745,140 @@ def models_history(
     for m in moves:
         t.add_row(m.at[:23], m.alias, m.previous or "-", m.version or "-", m.reason)
     console.print(t)
+
+
+# ---------------------------------------------------------------------------- serving
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1; 0.0.0.0 only in a container).")] = None,
+    port: Annotated[int | None, typer.Option(help="REST port (default 9000).")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus metrics port (default 6000).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="gunicorn worker processes.")] = 1,
+    threads: Annotated[int, typer.Option(min=1, help="Threads per worker.")] = 4,
+) -> None:
+    """Serve the registry's champion through the Seldon Core wrapper (its own environment, .venv-serve).
+
+    Predictions: POST /api/v1.0/predictions; feedback: POST /api/v1.0/feedback; metrics: /metrics on
+    the metrics port. The champion is hot-swapped when the alias moves.
+
+    Example:
+
+      mnistcl serve --port 9000
+    """
+    import os
+
+    settings = _settings(ctx)
+    root = Path(__file__).resolve().parent.parent
+    py = root / ".venv-serve" / "bin" / "python"
+    if not py.exists():
+        _fail("the serving environment is missing: run `make venv-serve`")
+    env = {**os.environ, "MNISTCL_STORE_URL": settings.store_url,
+           "MNISTCL_PREDICTIONS_DB": str(settings.predictions_db_path),
+           "MNISTCL_MODEL_CACHE": str(settings.home_dir / "cache" / "serving"),
+           "PYTHONPATH": str(root)}
+    if settings.s3_endpoint_url:
+        env["MNISTCL_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+    settings.predictions_db_path.parent.mkdir(parents=True, exist_ok=True)
+    args = [str(py), "-m", "serving.server", "--host", host or settings.serve_host,
+            "--port", str(port or settings.serve_port), "--metrics-port", str(metrics_port or settings.serve_metrics_port),
+            "--workers", str(workers), "--threads", str(threads)]
+    console.print(f"serving champion from {settings.store_url} on http://{host or settings.serve_host}:{port or settings.serve_port}")
+    os.execve(str(py), args, env)
+
+
+@app.command("predict")
+def predict_cmd(
+    ctx: typer.Context,
+    images: Annotated[list[Path], typer.Argument(help="PNG files (28x28 grayscale), sent in one request.")],
+    url: Annotated[str | None, typer.Option(help="Server URL (default http://127.0.0.1:<serve_port>).")] = None,
+) -> None:
+    """Read digits in PNG images through the running server.
+
+    Example:
+
+      mnistcl predict digit.png
+
+      mnistcl predict d1.png d2.png d3.png      # a cheque amount: several digits at once
+    """
+    import base64
+
+    import httpx
+
+    settings = _settings(ctx)
+    base = url or f"http://127.0.0.1:{settings.serve_port}"
+    try:
+        pngs = [base64.b64encode(p.read_bytes()).decode() for p in images]
+    except OSError as exc:
+        _fail(str(exc))
+    try:
+        r = httpx.post(f"{base}/api/v1.0/predictions", json={"jsonData": {"png": pngs}}, timeout=30)
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the server at {base}: {exc} (start it with `mnistcl serve`)")
+    if r.status_code != 200:
+        _fail(f"server answered {r.status_code}: {r.text[:500]}", code=1)
+    tags = r.json()["meta"]["tags"]
+    for p, d, c in zip(images, tags["digits"], tags["confidence"], strict=True):
+        console.print(f"{p}: [bold]{int(d)}[/bold] (confidence {c:.3f}{', LOW' if c < 0.5 else ''})")
+    console.print(f"digits: [bold]{''.join(str(int(d)) for d in tags['digits'])}[/bold]  model {tags['model_version']}  "
+                  f"request {tags['request_id']}")
+
+
+def _parse_since(text: str | None) -> float:
+    import re
+    import time as _t
+    from datetime import datetime
+
+    if not text:
+        return 0.0
+    m = re.fullmatch(r"(\d+)([smhd])", text)
+    if m:
+        return _t.time() - int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        _fail(f"--since {text!r}: use an ISO time (2026-11-28T09:00) or an age like 30m, 6h, 7d")
+
+
+@pred_app.command("export")
+def predictions_export(
+    ctx: typer.Context,
+    since: Annotated[str | None, typer.Option(help="ISO time or age (30m, 6h, 7d). Default: everything.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file (default: stdout).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv (label columns + 784 pixels) or npz.")] = "csv",
+    labelled_only: Annotated[bool, typer.Option("--labelled-only", help="Only inputs whose true label came back.")] = False,
+) -> None:
+    """Download logged inputs and outputs (the "download as CSV and retrain" path).
+
+    CSV columns: request_id, item, time, model_version, digit, confidence, feedback, p0..p9,
+    then 784 pixel columns 1x1..28x28 (0-255), MNIST's layout.
+
+    Example:
+
+      mnistcl predictions export --since 7d --format csv -o last-week.csv
+    """
+    from mnistcl.predictions import export_csv, read_predictions
+
+    settings = _settings(ctx)
+    if fmt not in ("csv", "npz"):
+        _fail(f"--format {fmt!r}: use csv or npz")
+    rows = read_predictions(settings.predictions_db_path, since=_parse_since(since), labelled_only=labelled_only)
+    if fmt == "csv":
+        text = export_csv(rows)
+        if out:
+            out.write_text(text)
+            console.print(f"wrote {len(rows)} rows to {out}")
+        else:
+            sys.stdout.write(text)
+    else:
+        import numpy as np
+
+        if not out:
+            _fail("--format npz needs --out FILE")
+        np.savez(out, images=np.stack([r["image"] for r in rows]) if rows else np.zeros((0, 28, 28), np.uint8),
+                 labels=np.array([-1 if r["feedback"] is None else r["feedback"] for r in rows]),
+                 digits=np.array([r["digit"] for r in rows]))
+        console.print(f"wrote {len(rows)} rows to {out}")
 
 
 # ---------------------------------------------------------------------------- demo

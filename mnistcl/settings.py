@@ -50,13 +50,16 @@ class Settings(BaseSettings):
     )
     predictions_db: str = Field(
         default="",
-        description="Prediction log: sqlite path or postgresql:// URL. Empty: <home>/predictions.db",
+        description="Prediction log (SQLite file). Empty: <home>/predictions.db",
     )
     prefect_api_url: str | None = Field(
         default=None,
         description="Prefect API to announce events to. None: fall back to PREFECT_API_URL, "
         "and without either, events go to the local event log only.",
     )
+    serve_host: str = Field(default="127.0.0.1", description="Address the model server binds.")
+    serve_port: int = Field(default=9000, description="Model server REST port.")
+    serve_metrics_port: int = Field(default=6000, description="Model server Prometheus metrics port.")
     wandb_mode: str = Field(
         default="offline",
         description="W&B mode: offline (default, nothing leaves the machine), online, disabled.",
@@ -86,6 +89,10 @@ class Settings(BaseSettings):
     @property
     def experiments_db_path(self) -> Path:
         return Path(self.experiments_db) if self.experiments_db else self.home_dir / "experiments.db"
+
+    @property
+    def predictions_db_path(self) -> Path:
+        return Path(self.predictions_db) if self.predictions_db else self.home_dir / "predictions.db"
 
     @property
     def prefect_api(self) -> str | None:

@@ -1,0 +1,54 @@
+"""Reading the prediction log the model server writes (serving/predlog.py): export and retrain.
+
+Plain sqlite3 and NumPy; the schema is owned by serving/predlog.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from mnistcl.images import ImageError
+
+
+def read_predictions(db: Path, *, since: float = 0.0, labelled_only: bool = False) -> list[dict]:
+    if not Path(db).exists():
+        raise ImageError(f"no prediction log at {db}: start the server (`mnistcl serve`) and send predictions")
+    sql = ("SELECT request_id, item, at, model_version, digit, confidence, feedback, probs, image FROM predictions "
+           "WHERE at >= ?" + (" AND feedback IS NOT NULL" if labelled_only else "") + " ORDER BY at, request_id, item")
+    with sqlite3.connect(db) as c:
+        rows = c.execute(sql, (since,)).fetchall()
+    out = []
+    for rid, item, at, ver, digit, conf, fb, probs, image in rows:
+        out.append({"request_id": rid, "item": item, "at": at, "model_version": ver, "digit": digit,
+                    "confidence": conf, "feedback": fb, "probs": json.loads(probs),
+                    "image": np.frombuffer(image, dtype=np.uint8).reshape(28, 28)})
+    return out
+
+
+def export_csv(rows: list[dict]) -> str:
+    from datetime import UTC, datetime
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["request_id", "item", "time", "model_version", "digit", "confidence", "feedback",
+                *[f"p{d}" for d in range(10)], *[f"{r}x{c}" for r in range(1, 29) for c in range(1, 29)]])
+    for r in rows:
+        w.writerow([r["request_id"], r["item"], datetime.fromtimestamp(r["at"], UTC).isoformat(timespec="seconds"),
+                    r["model_version"], r["digit"], f"{r['confidence']:.6f}", "" if r["feedback"] is None else r["feedback"],
+                    *[f"{p:.6f}" for p in r["probs"]], *r["image"].reshape(-1).tolist()])
+    return buf.getvalue()
+
+
+def labelled_feedback(db: Path, *, since: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]:
+    """Production inputs with their true labels: (images, labels, number of requests)."""
+    rows = read_predictions(db, since=since, labelled_only=True)
+    if not rows:
+        raise ImageError(f"no labelled production inputs in {db} (send feedback for earlier predictions first)")
+    return (np.stack([r["image"] for r in rows]), np.array([r["feedback"] for r in rows], dtype=np.uint8),
+            len({r["request_id"] for r in rows}))

@@ -1,0 +1,180 @@
+"""The Seldon Core Python component: the registry's champion through ONNX Runtime.
+
+Configured by environment variables (this runs in its own container / environment):
+  MNISTCL_STORE_URL        registry storage: a folder or s3://bucket/prefix (required)
+  MNISTCL_S3_ENDPOINT_URL  S3-compatible endpoint, if any
+  MNISTCL_SERVE_ALIAS      which alias to serve (default champion)
+  MNISTCL_PREDICTIONS_DB   SQLite file of the prediction log (default ./predictions.db)
+  MNISTCL_SERVE_MAX_IMAGES images per request (default 64)
+  MNISTCL_SERVE_POLL_S     how often to check the alias for a new model (default 2 s)
+  MNISTCL_MODEL_CACHE      where verified ONNX files are cached (default ./model-cache)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from serving.payload import PayloadError, parse
+from serving.predlog import PredictionLog
+
+log = logging.getLogger(__name__)
+LOW_CONFIDENCE = 0.5
+
+
+class LoadedModel:
+    def __init__(self, version: str, path: Path):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        self.version = version
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input: x})[0]
+
+
+class MnistModel:
+    """Seldon's Python wrapper calls predict_raw / send_feedback_raw / health_status / metrics."""
+
+    def __init__(self):
+        self.store_url = os.environ.get("MNISTCL_STORE_URL", "")
+        self.alias = os.environ.get("MNISTCL_SERVE_ALIAS", "champion")
+        self.max_images = int(os.environ.get("MNISTCL_SERVE_MAX_IMAGES", "64"))
+        self.poll_s = float(os.environ.get("MNISTCL_SERVE_POLL_S", "2"))
+        self.cache = Path(os.environ.get("MNISTCL_MODEL_CACHE", "model-cache"))
+        self.db_path = Path(os.environ.get("MNISTCL_PREDICTIONS_DB", "predictions.db"))
+        self.model: LoadedModel | None = None
+        self.predlog: PredictionLog | None = None
+        self._watcher: threading.Thread | None = None
+        self._metrics: list[dict] = []
+        self._lock = threading.Lock()
+
+    # ---------------------------------------------------------------- lifecycle
+    def _registry(self):
+        from mnistcl.registry import Registry
+        from mnistcl.storage import open_storage
+
+        if not self.store_url:
+            raise RuntimeError("MNISTCL_STORE_URL is not set: the server needs the model registry")
+        return Registry(open_storage(self.store_url, s3_endpoint_url=os.environ.get("MNISTCL_S3_ENDPOINT_URL")))
+
+    def load(self) -> None:
+        """Per worker (after gunicorn forks): open the log, load the alias, watch it."""
+        self.predlog = PredictionLog(self.db_path)
+        reg = self._registry()
+        version = reg.resolve(self.alias)
+        self.model = LoadedModel(version, reg.fetch(version, "onnx", self.cache))
+        log.info("serving %s = %s", self.alias, version)
+        self._watcher = threading.Thread(target=self._watch, daemon=True, name="alias-watcher")
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        """Hot swap: load a new alias target next to the old one, then switch the reference.
+
+        Requests in flight keep the session they started with; none is dropped."""
+        reg = self._registry()
+        while True:
+            time.sleep(self.poll_s)
+            try:
+                version = reg.alias(self.alias)
+                if version and self.model and version != self.model.version:
+                    new = LoadedModel(version, reg.fetch(version, "onnx", self.cache))
+                    old, self.model = self.model, new
+                    log.info("hot swap: %s %s -> %s", self.alias, old.version, version)
+            except Exception as exc:  # noqa: BLE001 - keep serving the current model
+                log.warning("alias check failed, still serving %s: %s", self.model and self.model.version, exc)
+
+    # ---------------------------------------------------------------- endpoints
+    def predict_raw(self, request):
+        from seldon_core.flask_utils import SeldonMicroserviceException
+
+        if self.model is None:
+            self.load()
+        try:
+            images, kind = parse(request, max_images=self.max_images)
+        except PayloadError as exc:
+            self.predlog.log_rejected("predict", str(exc))
+            raise SeldonMicroserviceException(f"bad request: {exc}", status_code=400) from None
+        model = self.model  # one model for the whole request, even if a swap happens now
+        probs = model.predict(images)
+        request_id = uuid.uuid4().hex
+        self.predlog.log_predictions(request_id, model.version, kind, images, probs)
+        digits = probs.argmax(1)
+        conf = probs.max(1)
+        return {
+            "data": {"names": [str(d) for d in range(10)], "ndarray": probs.round(6).tolist()},
+            "meta": {
+                "tags": {
+                    "request_id": request_id,
+                    "model_version": model.version,
+                    "digits": [int(d) for d in digits],
+                    "confidence": [round(float(c), 6) for c in conf],
+                    "low_confidence": [bool(c < LOW_CONFIDENCE) for c in conf],
+                },
+                "metrics": self._predict_metrics(model.version, digits, conf),
+            },
+        }
+
+    def _predict_metrics(self, version: str, digits: np.ndarray, conf: np.ndarray) -> list[dict]:
+        tags = {"registry_version": version}  # "model_version" is a label Seldon sets itself
+        out = [{"type": "COUNTER", "key": "mnist_images_total", "value": int(len(digits)), "tags": tags},
+               {"type": "COUNTER", "key": "mnist_low_confidence_total", "value": int((conf < LOW_CONFIDENCE).sum()),
+                "tags": tags}]
+        for d in np.unique(digits):
+            out.append({"type": "COUNTER", "key": "mnist_predicted_class_total", "value": int((digits == d).sum()),
+                        "tags": {**tags, "digit": str(int(d))}})
+        return out
+
+    def send_feedback_raw(self, feedback):
+        """Feedback: ``{"request": {"meta": {"tags": {"request_id": ...}}}, "truth": {"data": {"ndarray": [labels]}}}``."""
+        from seldon_core.flask_utils import SeldonMicroserviceException
+        from seldon_core.utils import feedback_to_json
+
+        if self.model is None:
+            self.load()
+        fb = feedback if isinstance(feedback, dict) else feedback_to_json(feedback)
+        try:
+            tags = ((fb.get("request") or {}).get("meta") or {}).get("tags") or {}
+            request_id = tags.get("request_id") or (fb.get("request") or {}).get("meta", {}).get("puid")
+            if not request_id:
+                raise PayloadError("feedback needs request.meta.tags.request_id (from the prediction's response)")
+            truth = ((fb.get("truth") or {}).get("data") or {}).get("ndarray")
+            if truth is None:
+                raise PayloadError("feedback needs truth.data.ndarray with the true label(s)")
+            labels = np.asarray(truth, dtype=np.float64).reshape(-1)
+            if labels.size == 0 or not np.all(np.isin(labels, np.arange(10))):
+                raise PayloadError(f"truth labels must be whole numbers 0-9, got {truth}")
+            pairs = self.predlog.add_feedback(str(request_id), [int(v) for v in labels])
+        except (PayloadError, KeyError, ValueError) as exc:
+            self.predlog.log_rejected("feedback", str(exc))
+            raise SeldonMicroserviceException(f"bad feedback: {exc}", status_code=400) from None
+        from seldon_core.utils import json_to_seldon_message
+
+        correct = sum(p == t for p, t in pairs)
+        # The wrapper's feedback route expects a SeldonMessage proto back.
+        return json_to_seldon_message({"data": {"ndarray": [[correct, len(pairs)]]},
+                "meta": {"tags": {"request_id": str(request_id), "correct": correct, "labelled": len(pairs)},
+                         "metrics": [{"type": "COUNTER", "key": "mnist_feedback_total", "value": len(pairs),
+                                      "tags": {"registry_version": self.model.version}},
+                                     {"type": "COUNTER", "key": "mnist_feedback_correct_total", "value": correct,
+                                      "tags": {"registry_version": self.model.version}}]}})
+
+    def health_status(self):
+        if self.model is None:
+            raise RuntimeError("no model loaded")
+        return {"model_version": self.model.version}
+
+    def init_metadata(self):
+        return {"name": "mnist-continual", "versions": [self.model.version if self.model else "unloaded"],
+                "platform": "onnxruntime",
+                "inputs": [{"messagetype": "ndarray", "schema": {"shape": [28, 28]}}],
+                "outputs": [{"messagetype": "ndarray", "schema": {"shape": [10]}}]}

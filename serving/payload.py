@@ -1,0 +1,122 @@
+"""Parse and check Seldon REST payloads of digit images. NumPy and Pillow only.
+
+Accepted (Seldon's documented JSON message fields):
+- ``data.ndarray``: shape (n, 28, 28), (n, 784), or one image (28, 28) / (784,)
+- ``data.tensor``: ``{"shape": [...], "values": [...]}`` with the same shapes
+- ``binData``: one PNG, base64-encoded (as JSON carries bytes)
+- ``strData``: one or more base64 PNGs, separated by commas or whitespace
+- ``jsonData``: ``{"png": ["<base64>", ...]}`` for several PNGs
+
+Pixel scale: values are taken as 0-255 when any value is above 1, and as 0-1 otherwise; say so
+explicitly with ``meta.tags.scale`` = ``"0-255"`` or ``"0-1"`` (an all-dark 0-255 image is
+otherwise indistinguishable from a 0-1 one). PNGs are 8-bit grayscale 0-255, white digit on black.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+import numpy as np
+
+from mnistcl.images import IMAGE_SHAPE, N_PIXELS, ImageError, decode_png
+
+
+class PayloadError(ValueError):
+    """The request is malformed; the message names the problem (a 400 for the client)."""
+
+
+def _b64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise PayloadError(f"{what}: not valid base64 ({exc})") from None
+
+
+def parse(request: dict, *, max_images: int) -> tuple[np.ndarray, str]:
+    """Return (float32 images (n, 28, 28) in [0, 1], the input kind)."""
+    if not isinstance(request, dict):
+        raise PayloadError(f"the request must be a JSON object, not {type(request).__name__}")
+    kinds = [k for k in ("data", "binData", "strData", "jsonData") if k in request]
+    if not kinds:
+        raise PayloadError("empty request: give data.ndarray, data.tensor, binData, strData or jsonData")
+    if len(kinds) > 1:
+        raise PayloadError(f"give exactly one of data, binData, strData, jsonData (got {', '.join(kinds)})")
+    kind = kinds[0]
+    if kind == "data":
+        images = _from_data(request["data"], request.get("meta") or {})
+    else:
+        pngs = _png_list(kind, request[kind])
+        if not pngs:
+            raise PayloadError(f"{kind}: no image given")
+        if len(pngs) > max_images:
+            raise PayloadError(f"{kind}: {len(pngs)} images in one request; the limit is {max_images}")
+        try:
+            images = np.stack([decode_png(p, what=f"{kind} image {i}") for i, p in enumerate(pngs)]).astype(np.float32) / 255.0
+        except ImageError as exc:
+            raise PayloadError(str(exc)) from None
+    if len(images) > max_images:
+        raise PayloadError(f"{len(images)} images in one request; the limit is {max_images}")
+    return images, kind
+
+
+def _png_list(kind: str, value) -> list[bytes]:
+    if kind == "binData":
+        if not isinstance(value, str):
+            raise PayloadError("binData must be a base64 string")
+        return [_b64(value, "binData")]
+    if kind == "strData":
+        if not isinstance(value, str):
+            raise PayloadError("strData must be a string of base64 PNGs")
+        parts = [p for p in re.split(r"[\s,]+", value.strip()) if p]
+        return [_b64(p, f"strData image {i}") for i, p in enumerate(parts)]
+    if not isinstance(value, dict) or not isinstance(value.get("png"), list):
+        raise PayloadError('jsonData must be {"png": ["<base64 PNG>", ...]}')
+    return [_b64(p, f"jsonData.png[{i}]") if isinstance(p, str) else _bad(f"jsonData.png[{i}] is not a string")
+            for i, p in enumerate(value["png"])]
+
+
+def _bad(msg):
+    raise PayloadError(msg)
+
+
+def _from_data(data, meta: dict) -> np.ndarray:
+    if not isinstance(data, dict):
+        raise PayloadError("data must be an object with ndarray or tensor")
+    if "ndarray" in data:
+        raw = data["ndarray"]
+        try:
+            arr = np.asarray(raw, dtype=np.float64)
+        except (ValueError, TypeError):
+            raise PayloadError("data.ndarray: not a numeric array of equal-length rows") from None
+    elif "tensor" in data:
+        t = data["tensor"]
+        if not isinstance(t, dict) or "shape" not in t or "values" not in t:
+            raise PayloadError("data.tensor needs shape and values")
+        try:
+            arr = np.asarray(t["values"], dtype=np.float64).reshape([int(s) for s in t["shape"]])
+        except (ValueError, TypeError) as exc:
+            raise PayloadError(f"data.tensor: values do not fit shape {t.get('shape')} ({exc})") from None
+    else:
+        raise PayloadError(f"data must hold ndarray or tensor (got {', '.join(map(str, data)) or 'nothing'})")
+    if arr.size == 0:
+        raise PayloadError("data: empty array")
+    if arr.ndim == 1 and arr.shape[0] == N_PIXELS or arr.shape == IMAGE_SHAPE:
+        arr = arr.reshape(1, *IMAGE_SHAPE)
+    elif arr.ndim == 2 and arr.shape[1] == N_PIXELS:
+        arr = arr.reshape(-1, *IMAGE_SHAPE)
+    if arr.ndim != 3 or arr.shape[1:] != IMAGE_SHAPE:
+        raise PayloadError(f"data: shape {list(np.shape(arr))} is not (n, 28, 28) or (n, 784)")
+    if not np.isfinite(arr).all():
+        raise PayloadError(f"data: {int((~np.isfinite(arr)).sum())} values are NaN or infinite")
+    lo, hi = float(arr.min()), float(arr.max())
+    scale = str((meta.get("tags") or {}).get("scale", "auto")) if isinstance(meta, dict) else "auto"
+    if scale not in ("auto", "0-1", "0-255"):
+        raise PayloadError(f"meta.tags.scale must be '0-1' or '0-255', not {scale!r}")
+    if scale == "auto":
+        scale = "0-255" if hi > 1.0 else "0-1"
+    top = 255.0 if scale == "0-255" else 1.0
+    if lo < 0 or hi > top:
+        raise PayloadError(f"data: values must be in [0, {top:g}] for scale {scale}; found [{lo:g}, {hi:g}]")
+    return (arr / top).astype(np.float32)

@@ -1,0 +1,249 @@
+"""The real Seldon Core wrapper (its own environment, .venv-serve) on 127.0.0.1.
+
+Predictions in every documented payload form, feedback, the prediction log, the metrics
+endpoint, a hammer of bad payloads, and a hot swap of the champion under load.
+"""
+
+import base64
+import json
+import os
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from mnistcl.images import encode_png
+from mnistcl.registry import Registry
+from mnistcl.storage import LocalStorage
+from models.common import NullReporter, TrainData
+from tests.conftest import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+SERVE_PY = ROOT / ".venv-serve" / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, mnist_small):
+    import models.torchnet as tn
+
+    x, y = mnist_small["train"]
+    root = tmp_path_factory.mktemp("store")
+    reg = Registry(LocalStorage(root))
+    for i, epochs in enumerate((3, 1)):
+        m = tn.train(TrainData(x[:500], y[:500], x[500:], y[500:]), tn.Config(epochs=epochs, batch_size=32, channels=8, seed=i),
+                     NullReporter())
+        files = m.export(root.parent / f"export-{i}")
+        reg.register(files=files, family="torchnet", config={}, dataset="v1")
+    reg.promote("m1", "champion", reason="test")
+    return reg
+
+
+@pytest.fixture(scope="module")
+def server(registry, tmp_path_factory):
+    if not SERVE_PY.exists():
+        pytest.skip("the serving environment is missing: run `make venv-serve`")
+    work = tmp_path_factory.mktemp("serve")
+    port, mport = free_port(), free_port()
+    env = {**os.environ, "MNISTCL_STORE_URL": str(registry.storage.root), "MNISTCL_PREDICTIONS_DB": str(work / "pred.db"),
+           "MNISTCL_MODEL_CACHE": str(work / "cache"), "MNISTCL_SERVE_POLL_S": "0.5", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([str(SERVE_PY), "-m", "serving.server", "--port", str(port), "--metrics-port", str(mport),
+                             "--threads", "4", "--log-level", "WARNING"], cwd=ROOT, env=env,
+                            stdout=open(work / "log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/health/status", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("server did not start:\n" + (work / "log").read_text()[-3000:])
+    yield {"url": url, "metrics": f"http://127.0.0.1:{mport}/metrics", "db": work / "pred.db", "port": port,
+           "log": work / "log"}
+    os.killpg(proc.pid, 15)
+    proc.wait(15)
+
+
+def predict(server, payload, **kw):
+    return httpx.post(f"{server['url']}/api/v1.0/predictions", json=payload, timeout=10, **kw)
+
+
+def b64png(img):
+    return base64.b64encode(encode_png(img)).decode()
+
+
+def test_binds_loopback_only(server):
+    import psutil
+
+    listening = [c.laddr for c in psutil.net_connections(kind="tcp")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == server["port"]]
+    assert listening and all(a.ip == "127.0.0.1" for a in listening), listening
+
+
+def test_predict_every_payload_form(server, mnist_small):
+    x, y = mnist_small["test"]
+    forms = {
+        "ndarray-255": {"data": {"ndarray": x[:4].tolist()}},
+        "ndarray-784-01": {"data": {"ndarray": (x[:4].reshape(4, 784) / 255).tolist()}},
+        "tensor": {"data": {"tensor": {"shape": [4, 28, 28], "values": x[:4].reshape(-1).tolist()}}},
+        "strData": {"strData": ",".join(b64png(i) for i in x[:4])},
+        "jsonData": {"jsonData": {"png": [b64png(i) for i in x[:4]]}},
+    }
+    results = {}
+    for name, payload in forms.items():
+        r = predict(server, payload)
+        assert r.status_code == 200, (name, r.text)
+        body = r.json()
+        probs = np.asarray(body["data"]["ndarray"])
+        assert probs.shape == (4, 10) and np.allclose(probs.sum(1), 1, atol=1e-4)
+        tags = body["meta"]["tags"]
+        assert tags["model_version"] == "m1" and len(tags["request_id"]) == 32
+        assert tags["digits"] == probs.argmax(1).tolist()
+        results[name] = probs
+    for name, probs in results.items():  # every form is the same four digits
+        assert np.allclose(probs, results["ndarray-255"], atol=2e-3), name
+    one = predict(server, {"binData": b64png(x[0])}).json()
+    assert np.allclose(one["data"]["ndarray"][0], results["ndarray-255"][0], atol=2e-3)
+
+
+def test_feedback_log_and_metrics(server, mnist_small):
+    x, y = mnist_small["test"]
+    ids = []
+    for i in range(5):
+        r = predict(server, {"data": {"ndarray": x[i * 3 : i * 3 + 3].tolist()}})
+        assert r.status_code == 200
+        ids.append(r.json()["meta"]["tags"]["request_id"])
+    fb = httpx.post(f"{server['url']}/api/v1.0/feedback", timeout=10, json={
+        "request": {"meta": {"tags": {"request_id": ids[0]}}}, "truth": {"data": {"ndarray": y[:3].tolist()}}})
+    assert fb.status_code == 200, fb.text
+    assert fb.json()["meta"]["tags"]["labelled"] == 3
+    with sqlite3.connect(server["db"]) as c:
+        logged = {r[0] for r in c.execute("SELECT DISTINCT request_id FROM predictions")}
+        assert set(ids) <= logged
+        rows = c.execute("SELECT item, feedback, image FROM predictions WHERE request_id = ? ORDER BY item", (ids[0],)).fetchall()
+    assert [r[1] for r in rows] == y[:3].tolist()
+    assert np.array_equal(np.frombuffer(rows[0][2], np.uint8).reshape(28, 28), x[0])
+    bad = httpx.post(f"{server['url']}/api/v1.0/feedback", timeout=10, json={
+        "request": {"meta": {"tags": {"request_id": "nope"}}}, "truth": {"data": {"ndarray": [1]}}})
+    assert bad.status_code == 400 and "nope" in bad.text
+    m = httpx.get(server["metrics"], timeout=10).text
+    assert "mnist_images_total" in m and 'registry_version="m1"' in m and "mnist_feedback_correct_total" in m
+
+
+BAD = [
+    (b"this is not json", "JSON"),
+    (json.dumps({"data": {"ndarray": [[1, 2, 3]]}}).encode(), "shape"),
+    (json.dumps({"data": {"ndarray": [[[float("nan")] * 28] * 28]}}).encode(), "NaN"),
+    (json.dumps({"data": {"ndarray": (np.full((1, 28, 28), 300)).tolist()}}).encode(), "values must be in"),
+    (json.dumps({"data": {"ndarray": (np.full((1, 28, 28), -2)).tolist()}}).encode(), "values must be in"),
+    (json.dumps({"data": {"ndarray": [["a"] * 784]}}).encode(), "numeric"),
+    (json.dumps({"data": {"ndarray": []}}).encode(), "empty"),
+    (json.dumps({}).encode(), "empty request"),
+    (json.dumps({"binData": "%%%"}).encode(), "base64"),
+    (json.dumps({"binData": base64.b64encode(b"\x89PNG broken").decode()}).encode(), "not a readable image"),
+    (json.dumps({"data": {"ndarray": np.zeros((65, 784)).tolist()}}).encode(), "limit is 64"),
+    (b"[" * 10 + b"1" + b"]" * 10, "JSON object"),
+    (b"x" * 2_100_000, "larger than"),
+]
+
+
+def test_bad_payloads_are_400_and_server_keeps_serving(server, mnist_small):
+    x, _ = mnist_small["test"]
+    before = predict(server, {"data": {"ndarray": x[:2].tolist()}}).json()["data"]["ndarray"]
+    with sqlite3.connect(server["db"]) as c:
+        rejected_before = c.execute("SELECT COUNT(*) FROM rejected").fetchone()[0]
+    for _ in range(3):
+        for body, needle in BAD:
+            r = httpx.post(f"{server['url']}/api/v1.0/predictions", content=body, timeout=10,
+                           headers={"content-type": "application/json"})
+            assert r.status_code == 400, (needle, r.status_code, r.text[:200])
+            assert needle.lower() in r.text.lower(), (needle, r.text[:300])
+    after = predict(server, {"data": {"ndarray": x[:2].tolist()}})
+    assert after.status_code == 200 and np.allclose(after.json()["data"]["ndarray"], before)
+    with sqlite3.connect(server["db"]) as c:
+        assert c.execute("SELECT COUNT(*) FROM rejected").fetchone()[0] > rejected_before
+
+
+def test_hot_swap_under_load(server, registry, mnist_small):
+    x, _ = mnist_small["test"]
+    seen, errors, stop = [], [], threading.Event()
+
+    def hammer():
+        with httpx.Client(timeout=10) as c:
+            while not stop.is_set():
+                r = c.post(f"{server['url']}/api/v1.0/predictions", json={"data": {"ndarray": x[:2].tolist()}})
+                if r.status_code != 200:
+                    errors.append(r.status_code)
+                else:
+                    seen.append(r.json()["meta"]["tags"]["model_version"])
+
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    registry.promote("m2", "champion", reason="hot swap test")
+    deadline = time.time() + 15
+    while time.time() < deadline and (not seen or seen[-1] != "m2"):
+        time.sleep(0.2)
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert "m1" in seen and seen[-1] == "m2"
+    first_m2 = seen.index("m2")
+    assert all(v == "m2" for v in seen[first_m2 + 20 :]), "after the swap the old model must not come back"
+    registry.rollback("champion")
+
+
+def test_cli_predict_export_and_retrain_data(server, mnist_small, tmp_path, monkeypatch):
+    """`mnistcl predict`, `predictions export --format csv`, `data append --from-feedback`."""
+    from typer.testing import CliRunner
+
+    from mnistcl.cli import app
+    from mnistcl.datasets import DatasetStore
+
+    x, y = mnist_small["test"]
+    home = tmp_path / "home"
+    monkeypatch.setenv("MNISTCL_HOME", str(home))
+    monkeypatch.setenv("MNISTCL_PREDICTIONS_DB", str(server["db"]))
+    runner = CliRunner()
+    pngs = []
+    for i in range(3):
+        p = tmp_path / f"d{i}.png"
+        p.write_bytes(encode_png(x[20 + i]))
+        pngs.append(str(p))
+    r = runner.invoke(app, ["predict", *pngs, "--url", server["url"]])
+    assert r.exit_code == 0, r.output
+    assert "digits:" in r.output and "model m" in r.output
+    rid = r.output.split("request ")[-1].split()[0]
+    fb = httpx.post(f"{server['url']}/api/v1.0/feedback", timeout=10, json={
+        "request": {"meta": {"tags": {"request_id": rid}}}, "truth": {"data": {"ndarray": y[20:23].tolist()}}})
+    assert fb.status_code == 200
+
+    out = tmp_path / "export.csv"
+    r = runner.invoke(app, ["predictions", "export", "--format", "csv", "-o", str(out), "--since", "1h"])
+    assert r.exit_code == 0, r.output
+    import pandas as pd
+
+    df = pd.read_csv(out)
+    assert list(df.columns[:7]) == ["request_id", "item", "time", "model_version", "digit", "confidence", "feedback"]
+    assert df.shape[1] == 7 + 10 + 784
+    mine = df[df.request_id == rid].sort_values("item")
+    assert mine.feedback.tolist() == y[20:23].tolist()
+    assert np.array_equal(mine.iloc[0, 17:].to_numpy().reshape(28, 28), x[20])
+
+    store = DatasetStore(LocalStorage(home / "store"))
+    store.create(mnist_small, parent=None, source="test")
+    r = runner.invoke(app, ["data", "append", "--from-feedback", "--eval-fraction", "0.0"])
+    assert r.exit_code == 0, r.output
+    m = store.manifest("v2")
+    assert m.source.startswith("feedback:") and sum(m.counts["train"]) >= 3
