@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv venv-serve demo test test-fast lint bench-data bench-train bench-train-quick clean distclean
+.PHONY: help venv venv-serve demo test test-fast lint bench-data bench-train bench-train-quick bench-serve clean distclean
 
 help: ## List every target with what it does
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -58,6 +58,9 @@ bench-train: venv ## Training benchmarks, full profile: time to 99% and pruned v
 
 bench-train-quick: venv ## The same benchmark code on small data (a smoke run, ~2 min)
 	$(BIN)/python -m bench.train --profile quick
+
+bench-serve: venv venv-serve ## Serving load benchmark on 127.0.0.1 (~1 min; needs a champion: run make demo first)
+	$(BIN)/python -m bench.serve --seconds 15
 
 clean: ## Remove local state (.mnistcl/) and benchmark output
 	rm -rf .mnistcl .mnistcl-bench
