@@ -55,8 +55,7 @@ class MnistModel:
         self.model: LoadedModel | None = None
         self.predlog: PredictionLog | None = None
         self._watcher: threading.Thread | None = None
-        self._metrics: list[dict] = []
-        self._lock = threading.Lock()
+        self.seldon_metrics = None  # set by serving/server.py: the wrapper's shared metrics store
 
     # ---------------------------------------------------------------- lifecycle
     def _registry(self):
@@ -94,15 +93,28 @@ class MnistModel:
                 log.warning("alias check failed, still serving %s: %s", self.model and self.model.version, exc)
 
     # ---------------------------------------------------------------- endpoints
+    def _record(self, endpoint: str, outcome: str, started: float, extra: list[dict] | None = None) -> None:
+        """Request count and latency by endpoint and outcome, labelled by registry version."""
+        if self.seldon_metrics is None:
+            return
+        tags = {"endpoint": endpoint, "outcome": outcome,
+                "registry_version": self.model.version if self.model else "none"}
+        self.seldon_metrics.update(
+            [{"type": "COUNTER", "key": "mnist_requests_total", "value": 1, "tags": dict(tags)},
+             {"type": "TIMER", "key": "mnist_request_seconds", "value": (time.perf_counter() - started) * 1e3,
+              "tags": dict(tags)}, *(extra or [])], endpoint)
+
     def predict_raw(self, request):
         from seldon_core.flask_utils import SeldonMicroserviceException
 
+        started = time.perf_counter()
         if self.model is None:
             self.load()
         try:
             images, kind = parse(request, max_images=self.max_images)
         except PayloadError as exc:
             self.predlog.log_rejected("predict", str(exc))
+            self._record("predict", "rejected", started)
             raise SeldonMicroserviceException(f"bad request: {exc}", status_code=400) from None
         model = self.model  # one model for the whole request, even if a swap happens now
         probs = model.predict(images)
@@ -110,6 +122,7 @@ class MnistModel:
         self.predlog.log_predictions(request_id, model.version, kind, images, probs)
         digits = probs.argmax(1)
         conf = probs.max(1)
+        self._record("predict", "ok", started, self._predict_metrics(model.version, digits, conf))
         return {
             "data": {"names": [str(d) for d in range(10)], "ndarray": probs.round(6).tolist()},
             "meta": {
@@ -120,7 +133,6 @@ class MnistModel:
                     "confidence": [round(float(c), 6) for c in conf],
                     "low_confidence": [bool(c < LOW_CONFIDENCE) for c in conf],
                 },
-                "metrics": self._predict_metrics(model.version, digits, conf),
             },
         }
 
@@ -132,6 +144,10 @@ class MnistModel:
         for d in np.unique(digits):
             out.append({"type": "COUNTER", "key": "mnist_predicted_class_total", "value": int((digits == d).sum()),
                         "tags": {**tags, "digit": str(int(d))}})
+        # Seldon's TIMER is a histogram over log-spaced bins (value in ms, exposed / 1000):
+        # a confidence c is recorded as c * 1000, so the exposed buckets read as confidence.
+        for c in conf:
+            out.append({"type": "TIMER", "key": "mnist_confidence", "value": float(c) * 1e3, "tags": dict(tags)})
         return out
 
     def send_feedback_raw(self, feedback):
@@ -139,6 +155,7 @@ class MnistModel:
         from seldon_core.flask_utils import SeldonMicroserviceException
         from seldon_core.utils import feedback_to_json
 
+        started = time.perf_counter()
         if self.model is None:
             self.load()
         fb = feedback if isinstance(feedback, dict) else feedback_to_json(feedback)
@@ -156,17 +173,18 @@ class MnistModel:
             pairs = self.predlog.add_feedback(str(request_id), [int(v) for v in labels])
         except (PayloadError, KeyError, ValueError) as exc:
             self.predlog.log_rejected("feedback", str(exc))
+            self._record("feedback", "rejected", started)
             raise SeldonMicroserviceException(f"bad feedback: {exc}", status_code=400) from None
         from seldon_core.utils import json_to_seldon_message
 
         correct = sum(p == t for p, t in pairs)
+        tags = {"registry_version": self.model.version}
+        self._record("feedback", "ok", started, [
+            {"type": "COUNTER", "key": "mnist_feedback_total", "value": len(pairs), "tags": dict(tags)},
+            {"type": "COUNTER", "key": "mnist_feedback_correct_total", "value": correct, "tags": dict(tags)}])
         # The wrapper's feedback route expects a SeldonMessage proto back.
         return json_to_seldon_message({"data": {"ndarray": [[correct, len(pairs)]]},
-                "meta": {"tags": {"request_id": str(request_id), "correct": correct, "labelled": len(pairs)},
-                         "metrics": [{"type": "COUNTER", "key": "mnist_feedback_total", "value": len(pairs),
-                                      "tags": {"registry_version": self.model.version}},
-                                     {"type": "COUNTER", "key": "mnist_feedback_correct_total", "value": correct,
-                                      "tags": {"registry_version": self.model.version}}]}})
+                "meta": {"tags": {"request_id": str(request_id), "correct": correct, "labelled": len(pairs)}}})
 
     def health_status(self):
         if self.model is None:

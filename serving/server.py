@@ -72,6 +72,7 @@ def main(argv=None) -> None:
 
     user_object = MnistModel()
     app, metrics_app, seldon_metrics = build_apps(user_object, args.max_bytes)
+    user_object.seldon_metrics = seldon_metrics  # the component records request metrics itself
     common = {"loglevel": args.log_level.lower(), "post_worker_init": post_worker_init, "keepalive": 2}
     metrics = mp.Process(target=lambda: StandaloneApplication(
         metrics_app, options={**common, "bind": f"{args.host}:{args.metrics_port}", "workers": 1}).run(), daemon=True)

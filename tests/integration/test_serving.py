@@ -7,6 +7,7 @@ endpoint, a hammer of bad payloads, and a hot swap of the champion under load.
 import base64
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import threading
@@ -136,6 +137,9 @@ def test_feedback_log_and_metrics(server, mnist_small):
     assert bad.status_code == 400 and "nope" in bad.text
     m = httpx.get(server["metrics"], timeout=10).text
     assert "mnist_images_total" in m and 'registry_version="m1"' in m and "mnist_feedback_correct_total" in m
+    assert re.search(r'mnist_requests_total\{[^}]*endpoint="predict"[^}]*outcome="ok"', m)
+    assert re.search(r'mnist_requests_total\{[^}]*endpoint="feedback"[^}]*outcome="ok"', m)
+    assert "mnist_request_seconds_bucket" in m and "mnist_confidence_bucket" in m
 
 
 BAD = [
@@ -170,6 +174,8 @@ def test_bad_payloads_are_400_and_server_keeps_serving(server, mnist_small):
     assert after.status_code == 200 and np.allclose(after.json()["data"]["ndarray"], before)
     with sqlite3.connect(server["db"]) as c:
         assert c.execute("SELECT COUNT(*) FROM rejected").fetchone()[0] > rejected_before
+    m = httpx.get(server["metrics"], timeout=10).text
+    assert re.search(r'mnist_requests_total\{[^}]*endpoint="predict"[^}]*outcome="rejected"', m)
 
 
 def test_hot_swap_under_load(server, registry, mnist_small):
