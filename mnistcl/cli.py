@@ -779,7 +779,6 @@ def serve(
            "PYTHONPATH": str(root)}
     if settings.s3_endpoint_url:
         env["MNISTCL_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
-    settings.predictions_db_path.parent.mkdir(parents=True, exist_ok=True)
     args = [str(py), "-m", "serving.server", "--host", host or settings.serve_host,
             "--port", str(port or settings.serve_port), "--metrics-port", str(metrics_port or settings.serve_metrics_port),
             "--workers", str(workers), "--threads", str(threads)]

@@ -1,14 +1,9 @@
-"""Reading the prediction log the model server writes (serving/predlog.py): export and retrain.
-
-Plain sqlite3 and NumPy; the schema is owned by serving/predlog.py.
-"""
+"""Reading the prediction log the model server writes (mnistcl/predlog.py): export and retrain."""
 
 from __future__ import annotations
 
 import csv
 import io
-import json
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -16,19 +11,12 @@ import numpy as np
 from mnistcl.images import ImageError
 
 
-def read_predictions(db: Path, *, since: float = 0.0, labelled_only: bool = False) -> list[dict]:
-    if not Path(db).exists():
+def read_predictions(db: str | Path, *, since: float = 0.0, labelled_only: bool = False) -> list[dict]:
+    from mnistcl.predlog import PredictionLog, is_postgres
+
+    if not is_postgres(db) and not Path(db).exists():
         raise ImageError(f"no prediction log at {db}: start the server (`mnistcl serve`) and send predictions")
-    sql = ("SELECT request_id, item, at, model_version, digit, confidence, feedback, probs, image FROM predictions "
-           "WHERE at >= ?" + (" AND feedback IS NOT NULL" if labelled_only else "") + " ORDER BY at, request_id, item")
-    with sqlite3.connect(db) as c:
-        rows = c.execute(sql, (since,)).fetchall()
-    out = []
-    for rid, item, at, ver, digit, conf, fb, probs, image in rows:
-        out.append({"request_id": rid, "item": item, "at": at, "model_version": ver, "digit": digit,
-                    "confidence": conf, "feedback": fb, "probs": json.loads(probs),
-                    "image": np.frombuffer(image, dtype=np.uint8).reshape(28, 28)})
-    return out
+    return PredictionLog(db).read(since=since, labelled_only=labelled_only)
 
 
 def export_csv(rows: list[dict]) -> str:

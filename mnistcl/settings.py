@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     )
     predictions_db: str = Field(
         default="",
-        description="Prediction log (SQLite file). Empty: <home>/predictions.db",
+        description="Prediction log: a SQLite file or a postgresql:// URL. Empty: <home>/predictions.db",
     )
     prefect_api_url: str | None = Field(
         default=None,
@@ -91,8 +91,9 @@ class Settings(BaseSettings):
         return Path(self.experiments_db) if self.experiments_db else self.home_dir / "experiments.db"
 
     @property
-    def predictions_db_path(self) -> Path:
-        return Path(self.predictions_db) if self.predictions_db else self.home_dir / "predictions.db"
+    def predictions_db_path(self) -> str:
+        """A SQLite path or a postgresql:// URL."""
+        return self.predictions_db or str(self.home_dir / "predictions.db")
 
     @property
     def prefect_api(self) -> str | None:

@@ -4,7 +4,7 @@ Configured by environment variables (this runs in its own container / environmen
   MNISTCL_STORE_URL        registry storage: a folder or s3://bucket/prefix (required)
   MNISTCL_S3_ENDPOINT_URL  S3-compatible endpoint, if any
   MNISTCL_SERVE_ALIAS      which alias to serve (default champion)
-  MNISTCL_PREDICTIONS_DB   SQLite file of the prediction log (default ./predictions.db)
+  MNISTCL_PREDICTIONS_DB   prediction log: a SQLite file (default ./predictions.db) or postgresql:// URL
   MNISTCL_SERVE_MAX_IMAGES images per request (default 64)
   MNISTCL_SERVE_POLL_S     how often to check the alias for a new model (default 2 s)
   MNISTCL_MODEL_CACHE      where verified ONNX files are cached (default ./model-cache)
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mnistcl.predlog import PredictionLog
 from serving.payload import PayloadError, parse
-from serving.predlog import PredictionLog
 
 log = logging.getLogger(__name__)
 LOW_CONFIDENCE = 0.5
@@ -51,7 +51,7 @@ class MnistModel:
         self.max_images = int(os.environ.get("MNISTCL_SERVE_MAX_IMAGES", "64"))
         self.poll_s = float(os.environ.get("MNISTCL_SERVE_POLL_S", "2"))
         self.cache = Path(os.environ.get("MNISTCL_MODEL_CACHE", "model-cache"))
-        self.db_path = Path(os.environ.get("MNISTCL_PREDICTIONS_DB", "predictions.db"))
+        self.db_path = os.environ.get("MNISTCL_PREDICTIONS_DB", "predictions.db")
         self.model: LoadedModel | None = None
         self.predlog: PredictionLog | None = None
         self._watcher: threading.Thread | None = None

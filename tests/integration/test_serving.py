@@ -5,6 +5,7 @@ endpoint, a hammer of bad payloads, and a hot swap of the champion under load.
 """
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -45,32 +46,38 @@ def registry(tmp_path_factory, mnist_small):
     return reg
 
 
-@pytest.fixture(scope="module")
-def server(registry, tmp_path_factory):
+@contextlib.contextmanager
+def running_server(registry, work: Path, db: str):
     if not SERVE_PY.exists():
         pytest.skip("the serving environment is missing: run `make venv-serve`")
-    work = tmp_path_factory.mktemp("serve")
     port, mport = free_port(), free_port()
-    env = {**os.environ, "MNISTCL_STORE_URL": str(registry.storage.root), "MNISTCL_PREDICTIONS_DB": str(work / "pred.db"),
+    env = {**os.environ, "MNISTCL_STORE_URL": str(registry.storage.root), "MNISTCL_PREDICTIONS_DB": db,
            "MNISTCL_MODEL_CACHE": str(work / "cache"), "MNISTCL_SERVE_POLL_S": "0.5", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([str(SERVE_PY), "-m", "serving.server", "--port", str(port), "--metrics-port", str(mport),
                              "--threads", "4", "--log-level", "WARNING"], cwd=ROOT, env=env,
                             stdout=open(work / "log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/health/status", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("server did not start:\n" + (work / "log").read_text()[-3000:])
-    yield {"url": url, "metrics": f"http://127.0.0.1:{mport}/metrics", "db": work / "pred.db", "port": port,
-           "log": work / "log"}
-    os.killpg(proc.pid, 15)
-    proc.wait(15)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{url}/health/status", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        else:
+            pytest.fail("server did not start:\n" + (work / "log").read_text()[-3000:])
+        yield {"url": url, "metrics": f"http://127.0.0.1:{mport}/metrics", "db": db, "port": port, "log": work / "log"}
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(15)
+
+
+@pytest.fixture(scope="module")
+def server(registry, tmp_path_factory):
+    work = tmp_path_factory.mktemp("serve")
+    with running_server(registry, work, str(work / "pred.db")) as s:
+        yield s
 
 
 def predict(server, payload, **kw):
@@ -128,7 +135,8 @@ def test_feedback_log_and_metrics(server, mnist_small):
     assert fb.json()["meta"]["tags"]["labelled"] == 3
     with sqlite3.connect(server["db"]) as c:
         logged = {r[0] for r in c.execute("SELECT DISTINCT request_id FROM predictions")}
-        assert set(ids) <= logged
+    assert set(ids) <= logged
+    with sqlite3.connect(server["db"]) as c:
         rows = c.execute("SELECT item, feedback, image FROM predictions WHERE request_id = ? ORDER BY item", (ids[0],)).fetchall()
     assert [r[1] for r in rows] == y[:3].tolist()
     assert np.array_equal(np.frombuffer(rows[0][2], np.uint8).reshape(28, 28), x[0])
@@ -253,3 +261,33 @@ def test_cli_predict_export_and_retrain_data(server, mnist_small, tmp_path, monk
     assert r.exit_code == 0, r.output
     m = store.manifest("v2")
     assert m.source.startswith("feedback:") and sum(m.counts["train"]) >= 3
+
+
+def test_prediction_log_on_postgresql(registry, tmp_path, postgres_url, mnist_small):
+    """The same server logging to a real PostgreSQL server; export reads it back."""
+    from typer.testing import CliRunner
+
+    from mnistcl.cli import app
+    from mnistcl.predlog import PredictionLog
+
+    x, y = mnist_small["test"]
+    with running_server(registry, tmp_path, postgres_url) as srv:
+        ids = []
+        for i in range(4):
+            r = predict(srv, {"data": {"ndarray": x[i * 2 : i * 2 + 2].tolist()}})
+            assert r.status_code == 200, r.text
+            ids.append(r.json()["meta"]["tags"]["request_id"])
+        fb = httpx.post(f"{srv['url']}/api/v1.0/feedback", timeout=10, json={
+            "request": {"meta": {"tags": {"request_id": ids[1]}}}, "truth": {"data": {"ndarray": y[2:4].tolist()}}})
+        assert fb.status_code == 200, fb.text
+        assert predict(srv, {"data": {"ndarray": [[1, 2]]}}).status_code == 400
+    log = PredictionLog(postgres_url)
+    assert set(ids) <= log.request_ids() and log.rejected_count() >= 1
+    rows = [r for r in log.read() if r["request_id"] == ids[1]]
+    assert [r["feedback"] for r in rows] == y[2:4].tolist()
+    assert np.array_equal(rows[0]["image"], x[2])
+    out = tmp_path / "pg.csv"
+    r = CliRunner().invoke(app, ["predictions", "export", "-o", str(out), "--labelled-only"],
+                           env={"MNISTCL_PREDICTIONS_DB": postgres_url, "MNISTCL_HOME": str(tmp_path / "h")})
+    assert r.exit_code == 0, r.output
+    assert ids[1] in out.read_text()

@@ -1,0 +1,153 @@
+"""The prediction log: every accepted input and output, feedback labels, rejected requests.
+
+One class, two backends chosen by the location: a SQLite file (default; WAL, several gunicorn
+workers may write) or a PostgreSQL URL (``postgresql://user@host:5432/db``, through psycopg 3).
+Standard library, NumPy and (for PostgreSQL) psycopg only: the serving environment imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS predictions (
+    request_id TEXT NOT NULL,
+    item INTEGER NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    model_version TEXT NOT NULL,
+    input_kind TEXT NOT NULL,
+    image {blob} NOT NULL,
+    probs TEXT NOT NULL,
+    digit INTEGER NOT NULL,
+    confidence DOUBLE PRECISION NOT NULL,
+    feedback INTEGER,
+    feedback_at DOUBLE PRECISION,
+    PRIMARY KEY (request_id, item)
+);
+CREATE INDEX IF NOT EXISTS predictions_at ON predictions(at);
+CREATE TABLE IF NOT EXISTS rejected (
+    at DOUBLE PRECISION NOT NULL,
+    endpoint TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+"""
+
+
+def is_postgres(location: str | Path) -> bool:
+    return str(location).startswith(("postgresql://", "postgres://"))
+
+
+class PredictionLog:
+    """``images`` are 784 uint8 pixels per row (0-255), ``probs`` JSON lists of 10 floats."""
+
+    def __init__(self, location: str | Path):
+        self.location = str(location)
+        self.pg = is_postgres(location)
+        self.ph = "%s" if self.pg else "?"
+        self._local = threading.local()
+        if not self.pg:
+            Path(location).parent.mkdir(parents=True, exist_ok=True)
+        conn = self._conn()
+        ddl = _TABLES.format(blob="BYTEA" if self.pg else "BLOB")
+        if self.pg:
+            with conn.transaction():
+                for stmt in filter(str.strip, ddl.split(";")):
+                    conn.execute(stmt)
+        else:
+            conn.executescript(ddl)
+
+    def _conn(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self.pg:
+                import psycopg
+
+                conn = psycopg.connect(self.location, autocommit=True)
+            else:
+                conn = sqlite3.connect(self.location, timeout=30, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    def _tx(self, statements: list[tuple[str, list]]) -> None:
+        """Run statements in one transaction (all or nothing)."""
+        conn = self._conn()
+        if self.pg:
+            with conn.transaction(), conn.cursor() as cur:
+                for sql, rows in statements:
+                    cur.executemany(sql, rows)
+        else:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, rows in statements:
+                    conn.executemany(sql, rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        conn = self._conn()
+        if self.pg:
+            with conn.cursor() as cur:
+                cur.execute(sql, args)
+                return cur.fetchall()
+        return conn.execute(sql, args).fetchall()
+
+    # ---------------------------------------------------------------- writing
+    def log_predictions(self, request_id: str, model_version: str, kind: str, images: np.ndarray,
+                        probs: np.ndarray) -> None:
+        """One transaction per request: all of its images or none (the server answers after this)."""
+        now = time.time()
+        px = np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8).reshape(len(images), -1)
+        rows = [(request_id, i, now, model_version, kind, px[i].tobytes(), json.dumps([round(float(p), 6) for p in probs[i]]),
+                 int(probs[i].argmax()), float(probs[i].max())) for i in range(len(images))]
+        p = self.ph
+        self._tx([(f"INSERT INTO predictions (request_id, item, at, model_version, input_kind, image, probs, digit, "
+                   f"confidence) VALUES ({', '.join([p] * 9)})", rows)])
+
+    def log_rejected(self, endpoint: str, reason: str) -> None:
+        p = self.ph
+        self._tx([(f"INSERT INTO rejected (at, endpoint, reason) VALUES ({p}, {p}, {p})",
+                   [(time.time(), endpoint, reason[:500])])])
+
+    def add_feedback(self, request_id: str, labels: list[int]) -> list[tuple[int, int]]:
+        """Attach true labels to an earlier request's items; return (predicted, true) pairs."""
+        p = self.ph
+        rows = self._query(f"SELECT item, digit FROM predictions WHERE request_id = {p} ORDER BY item", (request_id,))
+        if not rows:
+            raise KeyError(f"no prediction with request id {request_id!r}")
+        if len(labels) != len(rows):
+            raise ValueError(f"request {request_id} had {len(rows)} images but {len(labels)} labels were given")
+        now = time.time()
+        self._tx([(f"UPDATE predictions SET feedback = {p}, feedback_at = {p} WHERE request_id = {p} AND item = {p}",
+                   [(int(lbl), now, request_id, item) for (item, _), lbl in zip(rows, labels, strict=True)])])
+        return [(digit, int(lbl)) for (_, digit), lbl in zip(rows, labels, strict=True)]
+
+    # ---------------------------------------------------------------- reading
+    def count(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM predictions")[0][0])
+
+    def request_ids(self) -> set[str]:
+        return {r[0] for r in self._query("SELECT DISTINCT request_id FROM predictions")}
+
+    def rejected_count(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM rejected")[0][0])
+
+    def read(self, *, since: float = 0.0, labelled_only: bool = False) -> list[dict]:
+        sql = ("SELECT request_id, item, at, model_version, digit, confidence, feedback, probs, image FROM predictions "
+               f"WHERE at >= {self.ph}" + (" AND feedback IS NOT NULL" if labelled_only else "")
+               + " ORDER BY at, request_id, item")
+        out = []
+        for rid, item, at, ver, digit, conf, fb, probs, image in self._query(sql, (since,)):
+            out.append({"request_id": rid, "item": item, "at": at, "model_version": ver, "digit": digit,
+                        "confidence": conf, "feedback": fb, "probs": json.loads(probs),
+                        "image": np.frombuffer(bytes(image), dtype=np.uint8).reshape(28, 28)})
+        return out
