@@ -35,6 +35,8 @@ data_app = typer.Typer(help="Versioned datasets: ingest, append, list, show, ver
 app.add_typer(data_app, name="data")
 exp_app = typer.Typer(help="The local experiment store: list, show, compare.", no_args_is_help=True)
 app.add_typer(exp_app, name="experiments")
+deploy_app = typer.Typer(help="Kubernetes manifests of the model server.", no_args_is_help=True)
+app.add_typer(deploy_app, name="deploy")
 pred_app = typer.Typer(help="The prediction log: export inputs and outputs.", no_args_is_help=True)
 app.add_typer(pred_app, name="predictions")
 models_app = typer.Typer(help="The model registry: list, show, validate, promote, rollback, history.",
@@ -878,6 +880,39 @@ def predictions_export(
                  labels=np.array([-1 if r["feedback"] is None else r["feedback"] for r in rows]),
                  digits=np.array([r["digit"] for r in rows]))
         console.print(f"wrote {len(rows)} rows to {out}")
+
+
+@deploy_app.command("render")
+def deploy_render(
+    ctx: typer.Context,
+    env: Annotated[str, typer.Option(help="Environment from configs/deploy.yaml: staging or prod.")] = "staging",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the YAML here (default: stdout).")] = None,
+    config: Annotated[Path | None, typer.Option(help="Deploy config (default configs/deploy.yaml).")] = None,
+) -> None:
+    """Render the SeldonDeployment for the champion (and the challenger as a canary), checked
+    against the SeldonDeployment schema and Kubernetes' PodSpec schema before it is written.
+
+    Example:
+
+      mnistcl deploy render --env prod -o seldondeployment.yaml
+    """
+    from mnistcl.deploy import DeployError, check_seldon_deployment, dump, render
+    from mnistcl.registry import RegistryError
+
+    reg = _registry(_settings(ctx))
+    try:
+        champion = reg.resolve("champion")
+        challenger = reg.alias("challenger")
+        docs = render(env, champion, challenger if challenger != champion else None, path=config)
+        check_seldon_deployment(docs[-1])
+    except (DeployError, RegistryError) as exc:
+        _fail(str(exc))
+    text = dump(docs)
+    if out:
+        out.write_text(text)
+        console.print(f"wrote {out}: champion {champion}" + (f", challenger {challenger} (canary)" if challenger else ""))
+    else:
+        sys.stdout.write(text)
 
 
 # ---------------------------------------------------------------------------- demo

@@ -15,8 +15,11 @@ def home(tmp_path, monkeypatch):
     return tmp_path / "home"
 
 
-@pytest.mark.parametrize("cmd", [["data", "ingest"], ["data", "append"], ["data", "list"],
-                                 ["data", "show"], ["data", "verify"], ["demo"]])
+@pytest.mark.parametrize("cmd", [
+    ["data", "ingest"], ["data", "append"], ["data", "list"], ["data", "show"], ["data", "verify"], ["data", "gc"],
+    ["train"], ["experiments", "list"], ["experiments", "show"], ["experiments", "compare"],
+    ["models", "list"], ["models", "show"], ["models", "validate"], ["models", "promote"], ["models", "rollback"],
+    ["models", "history"], ["serve"], ["predict"], ["predictions", "export"], ["deploy", "render"], ["demo"]])
 def test_every_command_has_help_with_example(cmd):
     r = runner.invoke(app, [*cmd, "--help"])
     assert r.exit_code == 0 and "Example" in r.output

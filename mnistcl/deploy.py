@@ -1,0 +1,128 @@
+"""Render the Kubernetes manifests of the model server: a SeldonDeployment for the champion,
+with the challenger as a canary predictor (Seldon turns predictor ``traffic`` into an Istio
+VirtualService split), resources, probes and Prometheus scrape settings."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_DEPLOY = Path(__file__).resolve().parent.parent / "configs" / "deploy.yaml"
+SCHEMA = Path(__file__).resolve().parent.parent / "serving" / "seldondeployment.schema.json"
+HTTP_PORT, METRICS_PORT = 9000, 6000
+
+
+class DeployError(ValueError):
+    pass
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_env(env: str, path: Path | None = None) -> dict:
+    raw = yaml.safe_load(Path(path or DEFAULT_DEPLOY).read_text())
+    envs = raw.get("envs") or {}
+    if env not in envs:
+        raise DeployError(f"unknown environment {env!r}; defined: {', '.join(envs)}")
+    return _merge(raw["base"], envs[env])
+
+
+def _pod_spec(cfg: dict, alias: str) -> dict:
+    return {
+        "serviceAccountName": cfg["service_account"],
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000},
+        "containers": [{
+            "name": "classifier",
+            "image": cfg["image"],
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["python", "-m", "serving.server"],
+            # In the pod the wrapper must listen on the pod IP; locally it binds 127.0.0.1.
+            "args": ["--host", "0.0.0.0", "--port", str(HTTP_PORT), "--metrics-port", str(METRICS_PORT),
+                     "--workers", str(cfg["workers"]), "--threads", str(cfg["threads"])],
+            "env": [
+                {"name": "MNISTCL_STORE_URL", "value": cfg["store_url"]},
+                {"name": "MNISTCL_SERVE_ALIAS", "value": alias},
+                {"name": "MNISTCL_MODEL_CACHE", "value": "/tmp/model-cache"},
+                {"name": "MNISTCL_PREDICTIONS_DB",
+                 "valueFrom": {"secretKeyRef": {"name": cfg["predictions_db_secret"], "key": "url"}}},
+            ],
+            "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+                      {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+            "resources": cfg["resources"],
+            "readinessProbe": {"httpGet": {"path": "/health/status", "port": HTTP_PORT},
+                               "initialDelaySeconds": 5, "periodSeconds": 5, "failureThreshold": 3},
+            "livenessProbe": {"httpGet": {"path": "/health/ping", "port": HTTP_PORT},
+                              "initialDelaySeconds": 30, "periodSeconds": 15, "failureThreshold": 4},
+            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]}},
+            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        }],
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+    }
+
+
+def _predictor(cfg: dict, name: str, alias: str, version: str, traffic: int) -> dict:
+    return {
+        "name": name,
+        "replicas": int(cfg["replicas"]),
+        "traffic": traffic,
+        "labels": {"mnistcl/alias": alias, "mnistcl/model-version": version},
+        "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT),
+                        "prometheus.io/path": "/metrics"},
+        "componentSpecs": [{"spec": _pod_spec(cfg, alias)}],
+        "graph": {"name": "classifier", "type": "MODEL", "endpoint": {"type": "REST", "httpPort": HTTP_PORT},
+                  "children": []},
+    }
+
+
+def render(env: str, champion: str, challenger: str | None = None, *, path: Path | None = None) -> list[dict]:
+    """The manifests for ``env``: the SeldonDeployment (and its ServiceAccount)."""
+    cfg = load_env(env, path)
+    canary = int(cfg["canary_traffic"]) if challenger else 0
+    predictors = [_predictor(cfg, "champion", "champion", champion, 100 - canary)]
+    if challenger:
+        predictors.append(_predictor(cfg, "challenger", "challenger", challenger, canary))
+    labels = {"app.kubernetes.io/name": cfg["name"], "app.kubernetes.io/part-of": "mnist-continual",
+              "mnistcl/env": env}
+    sdep = {
+        "apiVersion": "machinelearning.seldon.io/v1",
+        "kind": "SeldonDeployment",
+        "metadata": {"name": cfg["name"], "namespace": cfg["namespace"], "labels": labels,
+                     "annotations": {"mnistcl/champion": champion, "mnistcl/challenger": challenger or ""}},
+        "spec": {"protocol": "seldon", "transport": "rest", "predictors": predictors},
+    }
+    sa = {"apiVersion": "v1", "kind": "ServiceAccount",
+          "metadata": {"name": cfg["service_account"], "namespace": cfg["namespace"], "labels": labels}}
+    if cfg.get("role_arn"):  # IRSA: the role Terraform creates for read access to the model bucket
+        sa["metadata"]["annotations"] = {"eks.amazonaws.com/role-arn": cfg["role_arn"]}
+    return [sa, sdep]
+
+
+def check_seldon_deployment(doc: dict) -> None:
+    """Validate against the SeldonDeployment schema; every PodSpec against Kubernetes' own."""
+    import jsonschema
+    import kubernetes_validate
+
+    try:
+        jsonschema.validate(doc, json.loads(SCHEMA.read_text()))
+    except jsonschema.ValidationError as exc:
+        raise DeployError(f"SeldonDeployment invalid at {'/'.join(map(str, exc.absolute_path))}: {exc.message}") from None
+    for p in doc["spec"]["predictors"]:
+        for i, cs in enumerate(p.get("componentSpecs", [])):
+            pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{p['name']}-{i}"}, "spec": cs["spec"]}
+            try:
+                kubernetes_validate.validate(pod, kubernetes_validate.latest_version(), strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                raise DeployError(f"predictor {p['name']} pod spec invalid: {exc.message}") from None
+
+
+def dump(docs: list[dict[str, Any]]) -> str:
+    return "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in docs)

@@ -1,0 +1,75 @@
+import copy
+
+import kubernetes_validate
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from mnistcl.deploy import DeployError, check_seldon_deployment, render
+
+pytestmark = pytest.mark.unit
+
+
+def test_champion_only_and_canary():
+    sa, sdep = render("prod", "m3")
+    assert [p["name"] for p in sdep["spec"]["predictors"]] == ["champion"]
+    assert sdep["spec"]["predictors"][0]["traffic"] == 100
+    sa, sdep = render("prod", "m3", "m4")
+    champ, chall = sdep["spec"]["predictors"]
+    assert (champ["traffic"], chall["traffic"]) == (90, 10)
+    assert chall["labels"]["mnistcl/model-version"] == "m4"
+    pod = champ["componentSpecs"][0]["spec"]["containers"][0]
+    assert pod["resources"]["limits"]["cpu"] == "2" and pod["readinessProbe"]["httpGet"]["path"] == "/health/status"
+    assert "--host" in pod["args"] and champ["annotations"]["prometheus.io/scrape"] == "true"
+    assert sdep["metadata"]["namespace"] == "mnist-prod" and champ["replicas"] == 3
+    check_seldon_deployment(sdep)
+    kubernetes_validate.validate(sa, kubernetes_validate.latest_version(), strict=True)
+
+
+@pytest.mark.parametrize(
+    "mutate, needle",
+    [
+        (lambda d: d["spec"]["predictors"][0].update(traffic=150), "traffic"),
+        (lambda d: d["spec"]["predictors"][0]["graph"].update(type="MODELL"), "type"),
+        (lambda d: d["spec"]["predictors"][0].pop("graph"), "graph"),
+        (lambda d: d["spec"]["predictors"][0]["componentSpecs"][0]["spec"]["containers"][0].update(imagePullPolcy="x"),
+         "pod spec invalid"),
+        (lambda d: d["spec"]["predictors"][0]["componentSpecs"][0]["spec"]["containers"][0]["ports"][0].update(
+            containerPort="http"), "pod spec invalid"),
+    ],
+)
+def test_schema_checks_can_fail(mutate, needle):
+    _, sdep = render("staging", "m1", "m2")
+    bad = copy.deepcopy(sdep)
+    mutate(bad)
+    with pytest.raises(DeployError, match=needle):
+        check_seldon_deployment(bad)
+
+
+def test_unknown_env():
+    with pytest.raises(DeployError, match="unknown environment 'qa'"):
+        render("qa", "m1")
+
+
+def test_cli_render(tmp_path, monkeypatch):
+    from mnistcl.cli import app
+    from mnistcl.registry import Registry
+    from mnistcl.storage import LocalStorage
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("MNISTCL_HOME", str(home))
+    r = CliRunner().invoke(app, ["deploy", "render", "--env", "prod"])
+    assert r.exit_code == 2 and "no model is champion yet" in r.output
+    reg = Registry(LocalStorage(home / "store"))
+    f = tmp_path / "model.onnx"
+    f.write_bytes(b"onnx bytes")
+    for _ in range(2):
+        reg.register(files={"onnx": f}, family="torchnet", config={}, dataset="v1")
+    reg.promote("m1", "champion", reason="t")
+    reg.promote("m2", "challenger", reason="t")
+    out = tmp_path / "sdep.yaml"
+    r = CliRunner().invoke(app, ["deploy", "render", "--env", "prod", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    docs = list(yaml.safe_load_all(out.read_text()))
+    assert [d["kind"] for d in docs] == ["ServiceAccount", "SeldonDeployment"]
+    assert docs[1]["metadata"]["annotations"] == {"mnistcl/champion": "m1", "mnistcl/challenger": "m2"}
