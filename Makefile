@@ -59,11 +59,16 @@ bench-train: venv ## Training benchmarks, full profile: time to 99% and pruned v
 bench-train-quick: venv ## The same benchmark code on small data (a smoke run, ~2 min)
 	$(BIN)/python -m bench.train --profile quick
 
-bench-serve: venv venv-serve ## Serving load benchmark on 127.0.0.1 (~1 min; needs a champion: run make demo first)
+.venv-mlserver/bin/.installed: bench/mlserver-requirements.txt
+	test -x .venv-mlserver/bin/python || $(PYTHON) -m venv .venv-mlserver
+	.venv-mlserver/bin/pip install $(PIP_FLAGS) -q -r bench/mlserver-requirements.txt
+	touch $@
+
+bench-serve: venv venv-serve .venv-mlserver/bin/.installed ## Serving load benchmark: Seldon vs raw ONNX vs MLServer, 127.0.0.1 (~2 min; run make demo first)
 	$(BIN)/python -m bench.serve --seconds 15
 
 clean: ## Remove local state (.mnistcl/) and benchmark output
 	rm -rf .mnistcl .mnistcl-bench
 
 distclean: clean ## Also remove the environments
-	rm -rf $(VENV) $(SERVE_VENV)
+	rm -rf $(VENV) $(SERVE_VENV) .venv-mlserver

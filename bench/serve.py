@@ -4,7 +4,9 @@ Starts `python -m serving.server` from .venv-serve on a scratch registry holding
 champion (or a fresh small model), then for each request size (1 and 16 digits) and
 concurrency (1 and 8) sends requests for a fixed time; reports requests per second, p50/p99
 latency, 5xx count, and checks that every accepted request is in the prediction log. The raw
-in-process ONNX Runtime call on the same model is the limit. Loopback only, bounded in time.
+in-process ONNX Runtime call on the same model is the limit, and MLServer (its own environment,
+.venv-mlserver, with bench/mlserver_runtime.py) serving the same ONNX file is the closest peer.
+Loopback only, bounded in time.
 
   python -m bench.serve --seconds 15 --workers 1 --threads 8
 """
@@ -36,7 +38,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def load(url: str, body: dict, seconds: float, concurrency: int) -> dict:
+def load(url: str, body: dict, seconds: float, concurrency: int, request_id=lambda r: r.json()["meta"]["tags"]["request_id"]) -> dict:
     lat, codes, ids, lock = [], {}, [], threading.Lock()
     stop = time.perf_counter() + seconds
 
@@ -54,7 +56,7 @@ def load(url: str, body: dict, seconds: float, concurrency: int) -> dict:
                     codes[code] = codes.get(code, 0) + 1
                     if code == 200:
                         lat.append(dt)
-                        ids.append(r.json()["meta"]["tags"]["request_id"])
+                        ids.append(request_id(r))
 
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     t0 = time.perf_counter()
@@ -67,6 +69,31 @@ def load(url: str, body: dict, seconds: float, concurrency: int) -> dict:
             "errors_5xx": sum(v for k, v in codes.items() if k >= 500 or k == 0),
             "rps": codes.get(200, 0) / wall, "p50_ms": float(np.percentile(lat, 50) * 1e3) if lat else None,
             "p99_ms": float(np.percentile(lat, 99) * 1e3) if lat else None, "ids": ids}
+
+
+def start_mlserver(python: Path, onnx_path: Path, work: Path) -> tuple[subprocess.Popen, str]:
+    """MLServer serving the same ONNX file through bench/mlserver_runtime.py, on 127.0.0.1."""
+    folder = work / "mlserver"
+    folder.mkdir()
+    port = free_port()
+    (folder / "settings.json").write_text(json.dumps({
+        "host": "127.0.0.1", "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
+        "parallel_workers": 0, "debug": False}))
+    (folder / "model-settings.json").write_text(json.dumps({
+        "name": "mnist", "implementation": "mlserver_runtime.OnnxDigits", "parameters": {"uri": str(onnx_path)}}))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    proc = subprocess.Popen([str(python.parent / "mlserver"), "start", str(folder)], env=env, start_new_session=True,
+                            stdout=open(work / "mlserver.log", "w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            if httpx.get(f"{url}/v2/models/mnist/ready", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    os.killpg(proc.pid, 15)
+    raise RuntimeError("MLServer did not start: " + (work / "mlserver.log").read_text()[-2000:])
 
 
 def raw_onnx(onnx_path: Path, x: np.ndarray, seconds: float = 3.0) -> dict:
@@ -91,6 +118,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--store", type=Path, default=ROOT / ".mnistcl" / "store", help="registry with a champion")
     ap.add_argument("--out", type=Path, default=RESULTS / "serve.json")
+    ap.add_argument("--mlserver-python", type=Path, default=ROOT / ".venv-mlserver" / "bin" / "python",
+                    help="python of an environment with MLServer (skipped if missing)")
     args = ap.parse_args(argv)
 
     from mnistcl.datasets import find_mnist_csvs, read_mnist_csv
@@ -131,6 +160,23 @@ def main(argv=None) -> dict:
                 result["cases"][f"{n}-digit-c{conc}"] = r
                 print(f"{n:2d} digits, concurrency {conc}: {r['rps']:.0f} req/s, p50 {r['p50_ms']:.1f} ms, "
                       f"p99 {r['p99_ms']:.1f} ms, 5xx {r['errors_5xx']}; raw ONNX {raw['rps']:.0f}/s", flush=True)
+        if args.mlserver_python.exists():
+            ml_proc, ml_url = start_mlserver(args.mlserver_python, onnx_path, work)
+            try:
+                for n in (1, 16):
+                    body = {"inputs": [{"name": "image", "shape": [n, 28, 28], "datatype": "FP32",
+                                        "data": xt[:n].reshape(-1).astype(float).tolist()}]}
+                    for conc in (1, 8):
+                        r = load(f"{ml_url}/v2/models/mnist/infer", body, args.seconds, conc, request_id=lambda r: None)
+                        r.pop("ids")
+                        case = result["cases"][f"{n}-digit-c{conc}"]
+                        case["mlserver"] = r
+                        case["ratio_seldon_to_mlserver_rps"] = case["rps"] / r["rps"] if r["rps"] else None
+                        print(f"{n:2d} digits, concurrency {conc}: MLServer {r['rps']:.0f} req/s, p50 {r['p50_ms']:.1f} ms, "
+                              f"p99 {r['p99_ms']:.1f} ms, 5xx {r['errors_5xx']}", flush=True)
+            finally:
+                os.killpg(ml_proc.pid, 15)
+                ml_proc.wait(15)
         with sqlite3.connect(work / "pred.db") as c:
             logged = {row[0] for row in c.execute("SELECT DISTINCT request_id FROM predictions")}
         result["accepted"] = len(all_ids)
