@@ -80,6 +80,16 @@ def server(registry, tmp_path_factory):
         yield s
 
 
+def metrics_text(server, needle: str, timeout: float = 10.0) -> str:
+    """The metrics page once it shows ``needle`` (metrics are flushed every 0.5 s)."""
+    deadline = time.time() + timeout
+    while True:
+        text = httpx.get(server["metrics"], timeout=10).text
+        if needle in text or time.time() > deadline:
+            return text
+        time.sleep(0.2)
+
+
 def predict(server, payload, **kw):
     return httpx.post(f"{server['url']}/api/v1.0/predictions", json=payload, timeout=10, **kw)
 
@@ -143,7 +153,7 @@ def test_feedback_log_and_metrics(server, mnist_small):
     bad = httpx.post(f"{server['url']}/api/v1.0/feedback", timeout=10, json={
         "request": {"meta": {"tags": {"request_id": "nope"}}}, "truth": {"data": {"ndarray": [1]}}})
     assert bad.status_code == 400 and "nope" in bad.text
-    m = httpx.get(server["metrics"], timeout=10).text
+    m = metrics_text(server, "mnist_feedback_correct_total")
     assert "mnist_images_total" in m and 'registry_version="m1"' in m and "mnist_feedback_correct_total" in m
     assert re.search(r'mnist_requests_total\{[^}]*endpoint="predict"[^}]*outcome="ok"', m)
     assert re.search(r'mnist_requests_total\{[^}]*endpoint="feedback"[^}]*outcome="ok"', m)
@@ -182,7 +192,7 @@ def test_bad_payloads_are_400_and_server_keeps_serving(server, mnist_small):
     assert after.status_code == 200 and np.allclose(after.json()["data"]["ndarray"], before)
     with sqlite3.connect(server["db"]) as c:
         assert c.execute("SELECT COUNT(*) FROM rejected").fetchone()[0] > rejected_before
-    m = httpx.get(server["metrics"], timeout=10).text
+    m = metrics_text(server, 'outcome="rejected"')
     assert re.search(r'mnist_requests_total\{[^}]*endpoint="predict"[^}]*outcome="rejected"', m)
 
 
