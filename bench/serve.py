@@ -26,16 +26,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from mnistcl.serve import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def load(url: str, body: dict, seconds: float, concurrency: int, request_id=lambda r: r.json()["meta"]["tags"]["request_id"]) -> dict:
@@ -122,6 +116,7 @@ def main(argv=None) -> dict:
                     help="python of an environment with MLServer (skipped if missing)")
     args = ap.parse_args(argv)
 
+    from mnistcl import serve as launch
     from mnistcl.datasets import find_mnist_csvs, read_mnist_csv
     from mnistcl.registry import Registry
     from mnistcl.storage import LocalStorage
@@ -132,20 +127,15 @@ def main(argv=None) -> dict:
     onnx_path = reg.fetch(champion, "onnx", work / "cache")
     xt, _ = read_mnist_csv(find_mnist_csvs()[1], "test")
     port, mport = free_port(), free_port()
-    env = {**os.environ, "MNISTCL_STORE_URL": str(args.store), "MNISTCL_PREDICTIONS_DB": str(work / "pred.db"),
-           "MNISTCL_MODEL_CACHE": str(work / "cache"), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([str(ROOT / ".venv-serve/bin/python"), "-m", "serving.server", "--port", str(port),
-                             "--metrics-port", str(mport), "--workers", str(args.workers), "--threads", str(args.threads),
-                             "--log-level", "WARNING"], cwd=ROOT, env=env, start_new_session=True,
+    env = launch.environment(args.store, work / "pred.db", work / "cache")
+    proc = subprocess.Popen(launch.command(port=port, metrics_port=mport, workers=args.workers, threads=args.threads,
+                                           log_level="WARNING"),
+                            cwd=ROOT, env=env, start_new_session=True,
                             stdout=open(work / "log", "w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/api/v1.0/predictions"
     try:
-        for _ in range(120):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health/status", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+        if not launch.wait_until_ready(f"http://127.0.0.1:{port}"):
+            raise RuntimeError("the Seldon server did not start: " + (work / "log").read_text()[-2000:])
         result = {"champion": champion, "workers": args.workers, "threads": args.threads, "seconds": args.seconds,
                   "cases": {}}
         all_ids = []

@@ -770,22 +770,18 @@ def serve(
     """
     import os
 
+    from mnistcl import serve as launch
+
     settings = _settings(ctx)
-    root = Path(__file__).resolve().parent.parent
-    py = root / ".venv-serve" / "bin" / "python"
-    if not py.exists():
+    if not launch.SERVE_PYTHON.exists():
         _fail("the serving environment is missing: run `make venv-serve`")
-    env = {**os.environ, "MNISTCL_STORE_URL": settings.store_url,
-           "MNISTCL_PREDICTIONS_DB": str(settings.predictions_db_path),
-           "MNISTCL_MODEL_CACHE": str(settings.home_dir / "cache" / "serving"),
-           "PYTHONPATH": str(root)}
-    if settings.s3_endpoint_url:
-        env["MNISTCL_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
-    args = [str(py), "-m", "serving.server", "--host", host or settings.serve_host,
-            "--port", str(port or settings.serve_port), "--metrics-port", str(metrics_port or settings.serve_metrics_port),
-            "--workers", str(workers), "--threads", str(threads)]
-    console.print(f"serving champion from {settings.store_url} on http://{host or settings.serve_host}:{port or settings.serve_port}")
-    os.execve(str(py), args, env)
+    env = launch.environment(settings.store_url, settings.predictions_db_path,
+                             settings.home_dir / "cache" / "serving", s3_endpoint_url=settings.s3_endpoint_url)
+    host, port = host or settings.serve_host, port or settings.serve_port
+    args = launch.command(host=host, port=port, metrics_port=metrics_port or settings.serve_metrics_port,
+                          workers=workers, threads=threads)
+    console.print(f"serving champion from {settings.store_url} on http://{host}:{port}")
+    os.execve(args[0], args, env)
 
 
 @app.command("predict")

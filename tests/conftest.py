@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +9,8 @@ import pandas as pd
 import pytest
 
 from mnistcl.datasets import find_mnist_csvs
+from mnistcl.serve import free_port  # noqa: F401 - re-exported for the tests
 from mnistcl.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -19,15 +19,14 @@ import httpx
 import numpy as np
 import pytest
 
+from mnistcl import serve as launch
 from mnistcl.images import encode_png
 from mnistcl.registry import Registry
+from mnistcl.serve import free_port
 from mnistcl.storage import LocalStorage
 from models.common import NullReporter, TrainData
-from tests.conftest import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[2]
-SERVE_PY = ROOT / ".venv-serve" / "bin" / "python"
 
 
 @pytest.fixture(scope="module")
@@ -48,24 +47,16 @@ def registry(tmp_path_factory, mnist_small):
 
 @contextlib.contextmanager
 def running_server(registry, work: Path, db: str):
-    if not SERVE_PY.exists():
+    if not launch.SERVE_PYTHON.exists():
         pytest.skip("the serving environment is missing: run `make venv-serve`")
     port, mport = free_port(), free_port()
-    env = {**os.environ, "MNISTCL_STORE_URL": str(registry.storage.root), "MNISTCL_PREDICTIONS_DB": db,
-           "MNISTCL_MODEL_CACHE": str(work / "cache"), "MNISTCL_SERVE_POLL_S": "0.5", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([str(SERVE_PY), "-m", "serving.server", "--port", str(port), "--metrics-port", str(mport),
-                             "--threads", "4", "--log-level", "WARNING"], cwd=ROOT, env=env,
-                            stdout=open(work / "log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    env = launch.environment(registry.storage.root, db, work / "cache", poll_s=0.5)
+    proc = subprocess.Popen(launch.command(port=port, metrics_port=mport, threads=4, log_level="WARNING"),
+                            cwd=launch.ROOT, env=env, stdout=open(work / "log", "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{url}/health/status", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        else:
+        if not launch.wait_until_ready(url):
             pytest.fail("server did not start:\n" + (work / "log").read_text()[-3000:])
         yield {"url": url, "metrics": f"http://127.0.0.1:{mport}/metrics", "db": db, "port": port, "log": work / "log"}
     finally:

@@ -1,0 +1,54 @@
+"""Starting the model server from the main environment: one place for its command line,
+its environment variables and the wait until it answers. The CLI, the serving benchmark and
+the serving tests all launch it through here; the server itself is serving/server.py and runs
+in .venv-serve."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVE_PYTHON = ROOT / ".venv-serve" / "bin" / "python"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def environment(store_url: str, predictions_db: str, model_cache: Path, *, s3_endpoint_url: str | None = None,
+                poll_s: float | None = None) -> dict[str, str]:
+    """The variables serving/model.py reads, over the current environment."""
+    env = {**os.environ, "MNISTCL_STORE_URL": str(store_url), "MNISTCL_PREDICTIONS_DB": str(predictions_db),
+           "MNISTCL_MODEL_CACHE": str(model_cache), "PYTHONPATH": str(ROOT)}
+    if s3_endpoint_url:
+        env["MNISTCL_S3_ENDPOINT_URL"] = s3_endpoint_url
+    if poll_s is not None:
+        env["MNISTCL_SERVE_POLL_S"] = str(poll_s)
+    return env
+
+
+def command(*, host: str = "127.0.0.1", port: int, metrics_port: int, workers: int = 1, threads: int = 4,
+            log_level: str | None = None) -> list[str]:
+    args = [str(SERVE_PYTHON), "-m", "serving.server", "--host", host, "--port", str(port),
+            "--metrics-port", str(metrics_port), "--workers", str(workers), "--threads", str(threads)]
+    return args + (["--log-level", log_level] if log_level else [])
+
+
+def wait_until_ready(url: str, timeout: float = 60.0) -> bool:
+    """Poll ``/health/status`` until the server answers 200; False after ``timeout`` seconds."""
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/health/status", timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    return False
