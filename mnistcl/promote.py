@@ -26,8 +26,13 @@ def eval_slices(settings, dataset: str) -> dict:
 
 
 def validate_candidate(settings, cfg: GateConfig, onnx_path: Path, dataset: str, *, name: str,
-                       report_dir: Path, champion: str | None = "champion"):
-    """Gate one ONNX file against the current champion (if any) on the dataset's slices."""
+                       report_dir: Path, champion: str | None = "champion", slices: dict | None = None,
+                       champion_cache: dict | None = None):
+    """Gate one ONNX file against the current champion (if any) on the dataset's slices.
+
+    When several candidates are gated in a row, pass the loaded ``slices`` and one
+    ``champion_cache`` dict: the dataset is then read once and the champion measured once.
+    """
     _, reg = stores(settings)
     champ_id = champ_onnx = None
     if champion:
@@ -36,8 +41,11 @@ def validate_candidate(settings, cfg: GateConfig, onnx_path: Path, dataset: str,
             champ_onnx = reg.fetch(champ_id, "onnx", settings.home_dir / "cache" / "models")
         except RegistryError:
             champ_id = champ_onnx = None
-    rep = validate(cfg, Path(onnx_path), eval_slices(settings, dataset), candidate=name,
-                   champion_onnx=champ_onnx, champion=champ_id)
+    cache = champion_cache if champion_cache is not None else {}
+    rep = validate(cfg, Path(onnx_path), slices if slices is not None else eval_slices(settings, dataset),
+                   candidate=name, champion_onnx=champ_onnx, champion=champ_id, champion_metrics=cache.get(champ_id))
+    if champ_id and rep.champion_metrics is not None and champ_id not in cache:
+        cache[champ_id] = {k: v for k, v in rep.champion_metrics.items() if k != "speed"}
     files = report_files(rep, report_dir)
     return rep, files
 
@@ -54,11 +62,14 @@ def validate_register_promote(settings, summary: dict, *, gate_path: Path | None
     champion_before = reg.alias("champion")
     out: dict[str, Any] = {"champion_before": champion_before, "registered": [], "promoted": None,
                            "mode": cfg.mode, "reports": {}}
+    slices = eval_slices(settings, summary["dataset"]) if done else {}
+    champion_cache: dict = {}
     for row in done:
         e = exps.get(row["id"]).row
         report_dir = settings.home_dir / "reports" / f"experiment-{e['id']}"
         rep, files = validate_candidate(settings, cfg, Path(e["onnx_path"]), summary["dataset"],
-                                        name=f"experiment {e['id']} ({e['family']})", report_dir=report_dir)
+                                        name=f"experiment {e['id']} ({e['family']})", report_dir=report_dir,
+                                        slices=slices, champion_cache=champion_cache)
         mv = reg.register(
             files={"onnx": Path(e["onnx_path"]), "native": Path(e["native_path"])}, family=e["family"],
             config=e.get("config") or {}, params=e["params"], dataset=summary["dataset"], experiment_id=e["id"],

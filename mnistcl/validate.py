@@ -288,8 +288,14 @@ def judge(cfg: GateConfig, cand: dict, champ: dict | None, *, candidate: str, ch
 
 
 def validate(cfg: GateConfig, candidate_onnx: Path, slices: dict[str, tuple[np.ndarray, np.ndarray]], *,
-             candidate: str = "candidate", champion_onnx: Path | None = None, champion: str | None = None) -> GateReport:
-    """Measure the candidate (and the champion on the same slices, same process) and judge."""
+             candidate: str = "candidate", champion_onnx: Path | None = None, champion: str | None = None,
+             champion_metrics: dict | None = None) -> GateReport:
+    """Measure the candidate (and the champion on the same slices, same process) and judge.
+
+    ``champion_metrics``: the champion's accuracy, robustness, calibration and size measured
+    earlier on these same slices (``report.champion_metrics``); only speed is timed again, since
+    latency is only comparable within one interleaved run.
+    """
     t0 = time.perf_counter()
     cand_m = OnnxModel(candidate_onnx)
     models = {"candidate": cand_m}
@@ -304,7 +310,10 @@ def validate(cfg: GateConfig, candidate_onnx: Path, slices: dict[str, tuple[np.n
         rep.seconds = time.perf_counter() - t0
         return rep
     cand = measure(cand_m, slices, robustness_images=cfg.robustness_images)
-    champ = measure(champ_m, slices, robustness_images=cfg.robustness_images) if champ_m else None
+    champ = None
+    if champ_m:
+        champ = (dict(champion_metrics) if champion_metrics is not None
+                 else measure(champ_m, slices, robustness_images=cfg.robustness_images))
     sp = speed(models, runs=cfg.latency_runs)
     cand["speed"] = sp["candidate"]
     if champ is not None:
