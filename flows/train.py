@@ -82,7 +82,7 @@ def automl(
     summary["summary_path"] = str(path)
     if gate != "skip":
         summary["promotion"] = validate_and_promote(settings, summary, None if gate == "default" else gate)
-        path.write_text(__import__("json").dumps(summary, indent=2) + "\n")
+        write_summary(settings, summary)  # again, now with the promotion
     return summary
 
 

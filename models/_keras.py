@@ -132,6 +132,12 @@ def recalibrate_batch_norm(model, x: np.ndarray, n: int = 1024) -> None:
             layer.momentum = m
 
 
+def train_family(family: str, model, data: TrainData, config, reporter: Reporter, checkpoints_per_epoch: int = 4):
+    """Fit a family's freshly built model with the training fields of its config."""
+    return fit(family, model, data, learning_rate=config.learning_rate, batch_size=config.batch_size,
+               epochs=config.epochs, reporter=reporter, checkpoints_per_epoch=checkpoints_per_epoch, seed=config.seed)
+
+
 def load_native(path: Path):
     """Load a .keras file safely (no arbitrary code: safe_mode)."""
     import keras

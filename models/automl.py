@@ -156,9 +156,6 @@ class WorkerPool:
         self.close()
 
 
-LEADERBOARD_COLUMNS = ["rank", "id", "family", "status", "val_accuracy", "val_loss", "wall_s", "cpu_s",
-                       "param_count", "flops", "params"]
-
 
 def leaderboard(results: list[dict]) -> list[dict]:
     """Completed runs by validation accuracy (ties: fewer FLOPs), then pruned, then failed."""

@@ -210,13 +210,8 @@ def quiet_frameworks() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-_WORKER_THREADS = 1
-
-
 def init_worker(threads: int) -> None:
     """Process-pool initializer: pin each framework to its share of the cores."""
-    global _WORKER_THREADS
-    _WORKER_THREADS = threads
     quiet_frameworks()
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch

@@ -55,8 +55,6 @@ def build(config: Config):
 
 
 def train(data: TrainData, config: Config, reporter: Reporter, checkpoints_per_epoch: int = 4):
-    from models._keras import fit
+    from models._keras import train_family
 
-    return fit(FAMILY, build(config), data, learning_rate=config.learning_rate,
-               batch_size=config.batch_size, epochs=config.epochs, reporter=reporter,
-               checkpoints_per_epoch=checkpoints_per_epoch, seed=config.seed)
+    return train_family(FAMILY, build(config), data, config, reporter, checkpoints_per_epoch)

@@ -1,7 +1,26 @@
 """Small helpers shared by tests."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 
 def write_mnist_csv(path, x, y, header=True):
     cols = "label," + ",".join(f"{r}x{c}" for r in range(1, 29) for c in range(1, 29))
     rows = [",".join(map(str, [int(lbl), *img.reshape(-1).tolist()])) for img, lbl in zip(x, y, strict=True)]
     path.write_text((cols + "\n" if header else "") + "\n".join(rows) + "\n")
+
+
+def kill_when_marked(script: str, args: list[str], marker, timeout: float = 60.0) -> None:
+    """Run ``script`` in a new Python process and SIGKILL it once it has written ``marker``."""
+    proc = subprocess.Popen([sys.executable, "-c", script, *args, str(marker)])
+    try:
+        deadline = time.time() + timeout
+        while not marker.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert marker.exists(), "the process never reached the step where it is killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(10)

@@ -1,10 +1,5 @@
 """Appending labelled batches: formats, lineage, slices, and refusing bad input whole."""
 
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -12,6 +7,7 @@ from PIL import Image
 
 from mnistcl.datasets import DatasetError, read_labelled
 from mnistcl.images import ImageError
+from tests.helpers import kill_when_marked
 from tests.helpers import write_mnist_csv as _write_csv
 
 pytestmark = pytest.mark.data
@@ -148,16 +144,7 @@ store.append(rng.integers(0, 256, (30, 28, 28), dtype=np.uint8), rng.integers(0,
 
 
 def test_killed_mid_write_leaves_no_version(tmp_path, small_store):
-    marker = tmp_path / "marker"
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(small_store.storage.root), str(marker)])
-    try:
-        deadline = time.time() + 60
-        while not marker.exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        assert marker.exists(), "the writer never reached the manifest step"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(10)
+    kill_when_marked(KILL_SCRIPT, [str(small_store.storage.root)], tmp_path / "marker")
     assert small_store.ids() == ["v1"]
     small_store.verify("v1")
     removed = small_store.gc()

@@ -1,11 +1,6 @@
 """The validation gate and the registry, on real (small) trained models and real MNIST slices."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -16,6 +11,7 @@ from mnistcl.promote import eval_slices, validate_register_promote
 from mnistcl.registry import Registry, RegistryError
 from mnistcl.validate import GateConfig, Rule, validate
 from models.common import NullReporter, TrainData
+from tests.helpers import kill_when_marked
 
 pytestmark = pytest.mark.model
 
@@ -218,16 +214,7 @@ def test_killed_mid_promotion_keeps_old_champion(world, models, tmp_path):
     for name in ("mixed", "normal"):
         reg.register(files={"onnx": models[name]["onnx"]}, family="torchnet", config={}, dataset="v2")
     reg.promote("m1", "champion", reason="first")
-    marker = tmp_path / "marker"
-    proc = subprocess.Popen([sys.executable, "-c", KILL, str(reg.storage.root), str(marker)])
-    try:
-        deadline = time.time() + 60
-        while not marker.exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        assert marker.exists()
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(10)
+    kill_when_marked(KILL, [str(reg.storage.root)], tmp_path / "marker")
     assert reg.alias("champion") == "m1" and len(reg.history("champion")) == 1
     reg.promote("m2", "champion", reason="after the crash")
     assert reg.alias("champion") == "m2"
