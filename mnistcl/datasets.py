@@ -90,9 +90,6 @@ class Dataset:
     def test(self) -> tuple[np.ndarray, np.ndarray]:
         return self.slices["mnist-test"]
 
-    @property
-    def newest_slice(self) -> str:
-        return list(self.slices)[-1]
 
 
 # ---------------------------------------------------------------- serialisation helpers
@@ -502,11 +499,6 @@ def _read_png_folder(root: Path) -> tuple[np.ndarray, np.ndarray]:
         xs.append(decode_png(p.read_bytes(), what=str(p)))
         ys.append(label)
     return np.stack(xs), np.asarray(ys, dtype=np.uint8)
-
-
-def summary_table(m: Manifest) -> list[tuple[str, list[int], int]]:
-    """(slice, counts per label, total) rows for a manifest's cumulative totals."""
-    return [(name, c, sum(c)) for name, c in m.totals.items()]
 
 
 def manifest_json(m: Manifest) -> str:
