@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv venv-serve demo test test-fast lint bench-data bench-train bench-train-quick bench-serve clean distclean
+.PHONY: help venv venv-serve demo test test-fast lint bench-data bench-train bench-train-quick bench-serve bench-serve-study clean distclean
 
 help: ## List every target with what it does
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -66,6 +66,9 @@ bench-train-quick: venv ## The same benchmark code on small data (a smoke run, ~
 
 bench-serve: venv venv-serve .venv-mlserver/bin/.installed ## Serving load benchmark: Seldon vs raw ONNX vs MLServer, 127.0.0.1 (~2 min; run make demo first)
 	$(BIN)/python -m bench.serve --seconds 15
+
+bench-serve-study: venv venv-serve ## Serving tuning study: payload formats, gRPC, batching, workers (~4 min; run make demo first)
+	$(BIN)/python -m bench.serve_study --seconds 8
 
 clean: ## Remove local state (.mnistcl/) and benchmark output
 	rm -rf .mnistcl .mnistcl-bench

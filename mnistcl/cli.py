@@ -758,15 +758,19 @@ def serve(
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus metrics port (default 6000).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="gunicorn worker processes.")] = 1,
     threads: Annotated[int, typer.Option(min=1, help="Threads per worker.")] = 4,
+    grpc_port: Annotated[int, typer.Option(help="Also serve Seldon's gRPC API (seldon.protos.Model) on this port; 0: off.")] = 0,
 ) -> None:
     """Serve the registry's champion through the Seldon Core wrapper (its own environment, .venv-serve).
 
     Predictions: POST /api/v1.0/predictions; feedback: POST /api/v1.0/feedback; metrics: /metrics on
-    the metrics port. The champion is hot-swapped when the alias moves.
+    the metrics port. With --grpc-port, the same over gRPC (Predict, SendFeedback). The champion is
+    hot-swapped when the alias moves.
 
     Example:
 
       mnistcl serve --port 9000
+
+      mnistcl serve --port 9000 --grpc-port 5000
     """
     import os
 
@@ -779,8 +783,9 @@ def serve(
                              settings.home_dir / "cache" / "serving", s3_endpoint_url=settings.s3_endpoint_url)
     host, port = host or settings.serve_host, port or settings.serve_port
     args = launch.command(host=host, port=port, metrics_port=metrics_port or settings.serve_metrics_port,
-                          workers=workers, threads=threads)
-    console.print(f"serving champion from {settings.store_url} on http://{host}:{port}")
+                          workers=workers, threads=threads, grpc_port=grpc_port)
+    console.print(f"serving champion from {settings.store_url} on http://{host}:{port}"
+                  + (f" and gRPC {host}:{grpc_port}" if grpc_port else ""))
     os.execve(args[0], args, env)
 
 

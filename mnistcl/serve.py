@@ -33,9 +33,11 @@ def environment(store_url: str, predictions_db: str, model_cache: Path, *, s3_en
 
 
 def command(*, host: str = "127.0.0.1", port: int, metrics_port: int, workers: int = 1, threads: int = 4,
-            log_level: str | None = None) -> list[str]:
+            log_level: str | None = None, grpc_port: int = 0) -> list[str]:
     args = [str(SERVE_PYTHON), "-m", "serving.server", "--host", host, "--port", str(port),
             "--metrics-port", str(metrics_port), "--workers", str(workers), "--threads", str(threads)]
+    if grpc_port:
+        args += ["--grpc-port", str(grpc_port)]
     return args + (["--log-level", log_level] if log_level else [])
 
 

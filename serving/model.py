@@ -132,17 +132,18 @@ class MnistModel:
             self._pending.append((endpoint, items))
 
     def predict_raw(self, request):
-        from seldon_core.flask_utils import SeldonMicroserviceException
-
         started = time.perf_counter()
         if self.model is None:
             self.load()
+        is_proto = not isinstance(request, dict) and hasattr(request, "DESCRIPTOR")
         try:
+            if is_proto:
+                request = proto_to_request(request)
             images, kind = parse(request, max_images=self.max_images)
         except PayloadError as exc:
             self.predlog.log_rejected("predict", str(exc))
             self._record("predict", "rejected", started)
-            raise SeldonMicroserviceException(f"bad request: {exc}", status_code=400) from None
+            raise bad_request(f"bad request: {exc}") from None
         model = self.model  # one model for the whole request, even if a swap happens now
         probs = model.predict(images)
         request_id = uuid.uuid4().hex
@@ -150,7 +151,7 @@ class MnistModel:
         digits = probs.argmax(1)
         conf = probs.max(1)
         self._record("predict", "ok", started, self._predict_metrics(model.version, digits, conf))
-        return {
+        response = {
             "data": {"names": [str(d) for d in range(10)], "ndarray": probs.round(6).tolist()},
             "meta": {
                 "tags": {
@@ -162,6 +163,11 @@ class MnistModel:
                 },
             },
         }
+        if is_proto:  # gRPC: the wrapper returns what we return, so answer in kind
+            from seldon_core.utils import json_to_seldon_message
+
+            return json_to_seldon_message(response)
+        return response
 
     def _predict_metrics(self, version: str, digits: np.ndarray, conf: np.ndarray) -> list[dict]:
         tags = {"registry_version": version}  # "model_version" is a label Seldon sets itself
@@ -179,7 +185,6 @@ class MnistModel:
 
     def send_feedback_raw(self, feedback):
         """Feedback: ``{"request": {"meta": {"tags": {"request_id": ...}}}, "truth": {"data": {"ndarray": [labels]}}}``."""
-        from seldon_core.flask_utils import SeldonMicroserviceException
         from seldon_core.utils import feedback_to_json
 
         started = time.perf_counter()
@@ -201,7 +206,7 @@ class MnistModel:
         except (PayloadError, KeyError, ValueError) as exc:
             self.predlog.log_rejected("feedback", str(exc))
             self._record("feedback", "rejected", started)
-            raise SeldonMicroserviceException(f"bad feedback: {exc}", status_code=400) from None
+            raise bad_request(f"bad feedback: {exc}") from None
         from seldon_core.utils import json_to_seldon_message
 
         correct = sum(p == t for p, t in pairs)
@@ -223,6 +228,45 @@ class MnistModel:
                 "platform": "onnxruntime",
                 "inputs": [{"messagetype": "ndarray", "schema": {"shape": [28, 28]}}],
                 "outputs": [{"messagetype": "ndarray", "schema": {"shape": [10]}}]}
+
+
+def bad_request(message: str) -> Exception:
+    """Seldon's 400 for REST; its str() carries the message, which gRPC puts in the status details."""
+    from seldon_core.flask_utils import SeldonMicroserviceException
+
+    exc = SeldonMicroserviceException(message, status_code=400)
+    exc.args = (message,)
+    return exc
+
+
+def proto_to_request(msg) -> dict:
+    """A gRPC SeldonMessage as the dict parse() reads, without a JSON round trip for tensors.
+
+    The tensor's repeated double goes straight to NumPy; PNG bytes are re-encoded as base64
+    (what JSON clients send); ndarray and jsonData go through protobuf's JSON mapping."""
+    import base64
+
+    from google.protobuf import json_format
+
+    out: dict = {}
+    if msg.HasField("meta"):
+        out["meta"] = json_format.MessageToDict(msg.meta)
+    which = msg.WhichOneof("data_oneof")
+    if which == "data":
+        which_data = msg.data.WhichOneof("data_oneof")
+        if which_data == "tensor":
+            t = msg.data.tensor
+            out["data"] = {"tensor": {"shape": list(t.shape),
+                                      "values": np.fromiter(t.values, dtype=np.float64, count=len(t.values))}}
+        else:
+            out["data"] = json_format.MessageToDict(msg.data)
+    elif which == "binData":
+        out["binData"] = base64.b64encode(msg.binData).decode()
+    elif which == "strData":
+        out["strData"] = msg.strData
+    elif which == "jsonData":
+        out["jsonData"] = json_format.MessageToDict(msg.jsonData)
+    return out
 
 
 def _merge_counters(items: list[dict]) -> list[dict]:

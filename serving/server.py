@@ -4,7 +4,10 @@ seldon-core-microservice binds 0.0.0.0 unconditionally; this launcher builds the
 apps with the wrapper's own functions (get_rest_microservice, get_metrics_microservice,
 UserModelApplication) and binds them where asked: 127.0.0.1 unless --host says otherwise.
 
-  python -m serving.server --port 9000 --metrics-port 6000 --workers 1 --threads 4
+  python -m serving.server --port 9000 --metrics-port 6000 --workers 1 --threads 4 [--grpc-port 5000]
+
+With --grpc-port, the wrapper's own gRPC server (seldon.protos.Model/Predict, SendFeedback)
+runs in one more process on the same host, serving the same component class.
 """
 
 from __future__ import annotations
@@ -49,6 +52,22 @@ def build_apps(user_object, max_bytes: int):
     return app, get_metrics_microservice(seldon_metrics), seldon_metrics
 
 
+def run_grpc(host: str, port: int, threads: int, seldon_metrics, max_bytes: int) -> None:
+    """The wrapper's gRPC server (get_grpc_server) for a fresh MnistModel, bound to host:port."""
+    from seldon_core.wrapper import get_grpc_server
+
+    from serving.model import MnistModel
+
+    user_object = MnistModel()
+    user_object.seldon_metrics = seldon_metrics
+    user_object.load()
+    server = get_grpc_server(user_object, seldon_metrics, num_threads=threads,
+                             annotations={"seldon.io/grpc-max-message-size": str(max_bytes)})
+    server.add_insecure_port(f"{host}:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 only in a container)")
@@ -56,6 +75,8 @@ def main(argv=None) -> None:
     ap.add_argument("--metrics-port", type=int, default=6000)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--grpc-port", type=int, default=0, help="also serve Seldon's gRPC API here (0: off)")
+    ap.add_argument("--grpc-threads", type=int, default=8)
     ap.add_argument("--max-bytes", type=int, default=2_000_000, help="largest request body accepted")
     ap.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
@@ -73,10 +94,16 @@ def main(argv=None) -> None:
     user_object = MnistModel()
     app, metrics_app, seldon_metrics = build_apps(user_object, args.max_bytes)
     user_object.seldon_metrics = seldon_metrics  # the component records request metrics itself
-    common = {"loglevel": args.log_level.lower(), "post_worker_init": post_worker_init, "keepalive": 2}
+    # No control socket: gunicorn 23+ would put one per server in ~/.gunicorn, shared by every server.
+    common = {"loglevel": args.log_level.lower(), "post_worker_init": post_worker_init, "keepalive": 2,
+              "control_socket_disable": True}
     metrics = mp.Process(target=lambda: StandaloneApplication(
         metrics_app, options={**common, "bind": f"{args.host}:{args.metrics_port}", "workers": 1}).run(), daemon=True)
     metrics.start()
+    if args.grpc_port:
+        # Forked before gunicorn starts any worker or gRPC channel (grpc/grpc#16001).
+        mp.Process(target=run_grpc, args=(args.host, args.grpc_port, args.grpc_threads, seldon_metrics, args.max_bytes),
+                   daemon=True, name="grpc").start()
     UserModelApplication(
         app, user_object, False, None, "MnistModel",
         options={**common, "bind": f"{args.host}:{args.port}", "workers": args.workers, "threads": args.threads,

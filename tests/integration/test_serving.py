@@ -49,16 +49,17 @@ def registry(tmp_path_factory, mnist_small):
 def running_server(registry, work: Path, db: str):
     if not launch.SERVE_PYTHON.exists():
         pytest.skip("the serving environment is missing: run `make venv-serve`")
-    port, mport = free_port(), free_port()
+    port, mport, gport = free_port(), free_port(), free_port()
     env = launch.environment(registry.storage.root, db, work / "cache", poll_s=0.5)
-    proc = subprocess.Popen(launch.command(port=port, metrics_port=mport, threads=4, log_level="WARNING"),
+    proc = subprocess.Popen(launch.command(port=port, metrics_port=mport, threads=4, log_level="WARNING", grpc_port=gport),
                             cwd=launch.ROOT, env=env, stdout=open(work / "log", "w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         if not launch.wait_until_ready(url):
             pytest.fail("server did not start:\n" + (work / "log").read_text()[-3000:])
-        yield {"url": url, "metrics": f"http://127.0.0.1:{mport}/metrics", "db": db, "port": port, "log": work / "log"}
+        yield {"url": url, "metrics": f"http://127.0.0.1:{mport}/metrics", "db": db, "port": port, "log": work / "log",
+               "grpc": f"127.0.0.1:{gport}"}
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(15)
@@ -121,6 +122,37 @@ def test_predict_every_payload_form(server, mnist_small):
         assert np.allclose(probs, results["ndarray-255"], atol=2e-3), name
     one = predict(server, {"binData": b64png(x[0])}).json()
     assert np.allclose(one["data"]["ndarray"][0], results["ndarray-255"][0], atol=2e-3)
+
+
+def grpc_call(server, *args) -> tuple[int, dict]:
+    """The gRPC client in the serving environment (Seldon's protos live there)."""
+    out = subprocess.run([str(launch.SERVE_PYTHON), "-m", "serving.grpc_client", server["grpc"], *map(str, args)],
+                         cwd=launch.ROOT, capture_output=True, text=True, timeout=60)
+    return out.returncode, json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_grpc_predict_feedback_and_bad_input(server, mnist_small, tmp_path):
+    x, y = mnist_small["test"]
+    np.save(tmp_path / "x.npy", x[:4])
+    rest = np.asarray(predict(server, {"data": {"ndarray": x[:4].tolist()}}).json()["data"]["ndarray"])
+    rc, body = grpc_call(server, "predict", tmp_path / "x.npy")
+    assert rc == 0, body
+    assert np.allclose(np.asarray(body["data"]["ndarray"]), rest, atol=1e-5)
+    tags = body["meta"]["tags"]
+    assert tags["model_version"] == "m1" and [int(d) for d in tags["digits"]] == rest.argmax(1).tolist()
+    rc, fb = grpc_call(server, "feedback", tags["request_id"], *y[:4])
+    assert rc == 0 and fb["meta"]["tags"]["labelled"] == 4, fb
+    with sqlite3.connect(server["db"]) as c:
+        labels = [r[0] for r in c.execute("SELECT feedback FROM predictions WHERE request_id = ? ORDER BY item",
+                                          (tags["request_id"],))]
+    assert labels == y[:4].tolist()
+    np.save(tmp_path / "bad.npy", np.full((1, 28, 28), 300.0))
+    rc, err = grpc_call(server, "predict", tmp_path / "bad.npy")
+    assert rc == 1 and "values must be in" in err["details"], err
+    rc, err = grpc_call(server, "feedback", "nope", 1)
+    assert rc == 1 and "nope" in err["details"], err
+    rc, body = grpc_call(server, "predict", tmp_path / "x.npy")  # still serving
+    assert rc == 0 and body["meta"]["tags"]["request_id"] != tags["request_id"]
 
 
 def test_feedback_log_and_metrics(server, mnist_small):
