@@ -23,12 +23,12 @@ DATASET_UPDATED = "mnistcl.dataset.updated"
 
 
 def make_event(name: str, resource_id: str, payload: dict[str, Any] | None = None,
-               related: list[dict[str, str]] | None = None) -> dict[str, Any]:
+               related: list[dict[str, str]] | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "id": str(uuid.uuid4()),
         "occurred": datetime.now(UTC).isoformat(),
         "event": name,
-        "resource": {"prefect.resource.id": resource_id},
+        "resource": {"prefect.resource.id": resource_id, **(labels or {})},
         "related": related or [],
         "payload": payload or {},
     }
@@ -42,6 +42,7 @@ def announce(
     events_log: Path | None = None,
     prefect_api: str | None = None,
     timeout: float = 5.0,
+    labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Record an event locally and, when a Prefect API is given, post it there.
 
@@ -49,7 +50,7 @@ def announce(
     API that cannot be reached is logged as a warning and does not fail the caller (the
     dataset version is already committed; the weekly schedule picks it up regardless).
     """
-    event = make_event(name, resource_id, payload)
+    event = make_event(name, resource_id, payload, labels=labels)
     delivered = "local"
     if prefect_api:
         url = prefect_api.rstrip("/") + "/events"
@@ -66,8 +67,12 @@ def announce(
     return {**event, "delivered": delivered}
 
 
-def announce_dataset_version(manifest, settings) -> dict[str, Any]:
-    """The hook for a new dataset version: event ``mnistcl.dataset.updated``."""
+def announce_dataset_version(manifest, settings, origin: str = "user") -> dict[str, Any]:
+    """The hook for a new dataset version: event ``mnistcl.dataset.updated``.
+
+    ``origin`` is a resource label: "user" for `mnistcl data ingest/append`, "retrain" for the
+    versions the retrain flow makes itself; the retrain deployment triggers on "user" only, so
+    a retraining never triggers another one."""
     return announce(
         DATASET_UPDATED,
         f"mnistcl.dataset.{manifest.id}",
@@ -80,4 +85,5 @@ def announce_dataset_version(manifest, settings) -> dict[str, Any]:
         },
         events_log=settings.events_log,
         prefect_api=settings.prefect_api,
+        labels={"mnistcl.origin": origin},
     )

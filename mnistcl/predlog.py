@@ -141,6 +141,31 @@ class PredictionLog:
     def rejected_count(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM rejected")[0][0])
 
+    def window(self, *, after: float, limit: int, max_per_request: int = 64) -> list[tuple]:
+        """The next ``limit`` images logged after time ``after`` (never half a request):
+        rows of (at, digit, confidence, feedback or -1, image bytes), oldest first."""
+        rows = self._query(f"SELECT at, digit, confidence, COALESCE(feedback, -1), image FROM predictions "
+                           f"WHERE at > {self.ph} ORDER BY at, request_id, item LIMIT {int(limit) + max_per_request}",
+                           (after,))
+        if len(rows) <= limit:
+            return rows
+        cut = rows[limit - 1][0]
+        return [r for r in rows if r[0] <= cut]
+
+    def labelled_after(self, feedback_after: float) -> tuple[np.ndarray, np.ndarray, float]:
+        """Inputs whose true label arrived after ``feedback_after``: (uint8 images, labels, last feedback time)."""
+        rows = self._query(f"SELECT image, feedback, feedback_at FROM predictions WHERE feedback IS NOT NULL "
+                           f"AND feedback_at > {self.ph} ORDER BY feedback_at", (feedback_after,))
+        if not rows:
+            return np.zeros((0, 28, 28), np.uint8), np.zeros((0,), np.uint8), feedback_after
+        x = np.stack([np.frombuffer(bytes(r[0]), np.uint8).reshape(28, 28) for r in rows])
+        return x, np.array([r[1] for r in rows], dtype=np.uint8), float(rows[-1][2])
+
+    def rejected_between(self, start: float, end: float, endpoint: str = "predict") -> int:
+        p = self.ph
+        return int(self._query(f"SELECT COUNT(*) FROM rejected WHERE at > {p} AND at <= {p} AND endpoint = {p}",
+                               (start, end, endpoint))[0][0])
+
     def read(self, *, since: float = 0.0, labelled_only: bool = False) -> list[dict]:
         sql = ("SELECT request_id, item, at, model_version, digit, confidence, feedback, probs, image FROM predictions "
                f"WHERE at >= {self.ph}" + (" AND feedback IS NOT NULL" if labelled_only else "")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -65,6 +65,28 @@ class Settings(BaseSettings):
         description="W&B mode: offline (default, nothing leaves the machine), online, disabled.",
     )
     wandb_project: str = "mnist-continual"
+    monitoring_config: str = Field(
+        default="",
+        description="Monitoring rules, drift and trigger settings (YAML). Empty: configs/monitoring.yaml.",
+    )
+    smtp_host: str = Field(
+        default="",
+        description="SMTP server for alert emails. Empty: alerts are written as .eml files to <home>/outbox.",
+    )
+    smtp_port: int = Field(default=587, description="SMTP port (587 STARTTLS, 465 TLS, 25 plain).")
+    smtp_tls: str = Field(default="starttls", description="SMTP security: starttls, ssl or none.")
+    smtp_user: str = Field(default="", description="SMTP login; empty for none.")
+    smtp_password: SecretStr = Field(default=SecretStr(""), description="SMTP password (use MNISTCL_SMTP_PASSWORD).")
+    alert_from: str = Field(default="mnist-continual@localhost", description="Sender of alert emails.")
+    alert_to: str = Field(default="data-scientist@localhost",
+                          description="Recipients of alert emails, comma-separated.")
+
+    @field_validator("smtp_tls")
+    @classmethod
+    def _check_smtp_tls(cls, v: str) -> str:
+        if v not in {"starttls", "ssl", "none"}:
+            raise ValueError(f"smtp_tls must be starttls, ssl or none, not {v!r}")
+        return v
 
     @field_validator("wandb_mode")
     @classmethod
@@ -94,6 +116,14 @@ class Settings(BaseSettings):
     def predictions_db_path(self) -> str:
         """A SQLite path or a postgresql:// URL."""
         return self.predictions_db or str(self.home_dir / "predictions.db")
+
+    @property
+    def outbox(self) -> Path:
+        return self.home_dir / "outbox"
+
+    @property
+    def monitoring_dir(self) -> Path:
+        return self.home_dir / "monitoring"
 
     @property
     def prefect_api(self) -> str | None:

@@ -168,7 +168,9 @@ def load_native(path: Path) -> TorchModel:
     return TorchModel(net, config, TrainOutcome())
 
 
-def train(data: TrainData, config: Config, reporter: Reporter, checkpoints_per_epoch: int = 4) -> TorchModel:
+def train(data: TrainData, config: Config, reporter: Reporter, checkpoints_per_epoch: int = 4,
+          init: dict | None = None) -> TorchModel:
+    """Train from scratch, or from ``init`` (a state dict of the same architecture: fine-tuning)."""
     import torch
     from torch import nn
 
@@ -177,6 +179,8 @@ def train(data: TrainData, config: Config, reporter: Reporter, checkpoints_per_e
     torch.manual_seed(config.seed)
     device = training_device()
     net = build(config)
+    if init is not None:
+        net.load_state_dict(init)
     fmt = torch.channels_last if config.channels_last else torch.contiguous_format
     net = net.to(device=device, memory_format=fmt)
     # The whole set fits in memory (60,000 x 784 floats = 188 MB): no loader, no copies per step.

@@ -30,6 +30,17 @@ def mnist_small(mnist_csvs) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {"train": _head(train_csv, 600), "test": _head(test_csv, 200)}
 
 
+@pytest.fixture(scope="session")
+def mnist_medium(mnist_csvs) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """3,000 real training digits and the whole real test set (10,000).
+
+    The first rows of MNIST's test set come from other writers than the rest (its two NIST
+    sources), so windows of held-out digits are drawn from the whole set, as production traffic
+    would mix them."""
+    train_csv, test_csv = mnist_csvs
+    return {"train": _head(train_csv, 3000), "test": _head(test_csv, 10000)}
+
+
 @pytest.fixture
 def settings(tmp_path) -> Settings:
     return Settings(home=tmp_path / "home")

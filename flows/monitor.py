@@ -1,0 +1,35 @@
+"""The monitoring flow: one check of the next window of production inputs (monitoring.check).
+
+Deployed with an interval schedule (prefect.yaml, deployment ``monitor``). A breach that passes
+the hysteresis and cooldown emits ``mnistcl.drift.detected`` / ``mnistcl.confidence.low`` /
+``mnistcl.accuracy.low``, which trigger the ``retrain`` deployment.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+
+
+@flow(name="monitor", log_prints=True)
+def monitor(config: str | None = None) -> dict:
+    """Check the next window; publish the check report and the Evidently drift report as artifacts."""
+    from pathlib import Path
+
+    from mnistcl.settings import load_settings
+    from monitoring.check import run_check, to_markdown
+
+    settings = load_settings(config)
+    res = run_check(settings)
+    logger = get_run_logger()
+    if res.status == "waiting":
+        logger.info("%s", res.reasons[0])
+        return res.to_json()
+    logger.info("window of %d images: %s; %s", res.n_images, "BREACH" if res.breach else "ok",
+                res.decision.reason if res.decision else "")
+    create_markdown_artifact(key="monitoring-check", markdown=to_markdown(res),
+                             description="Input rules, prediction rules and drift on the last window")
+    if res.drift and res.drift.report_html:
+        create_link_artifact(key="drift-report", link=Path(res.drift.report_html).resolve().as_uri(),
+                             link_text="Evidently drift report", description="Drift of the last window")
+    return res.to_json()

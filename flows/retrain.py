@@ -1,0 +1,48 @@
+"""The retraining flow: feedback -> dataset version -> train -> gate -> promote (mnistcl.retrain).
+
+Deployed in prefect.yaml (deployment ``retrain``) with triggers on the events
+``mnistcl.drift.detected``, ``mnistcl.confidence.low``, ``mnistcl.accuracy.low`` and
+``mnistcl.dataset.updated`` (from users, not from retraining itself) and a weekly cron schedule.
+At most one runs at a time: the deployment's concurrency limit, and a lock in the code for
+runs started any other way.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(strategy: str | None = None, reason: str = "manual", force: bool = False, epochs: int | None = None,
+            replay: float = 1.0, config: str | None = None) -> dict:
+    """Retrain on the newly labelled production data with ``strategy`` (finetune-replay, full,
+    automl; default from configs/monitoring.yaml), validate against the champion, promote if it passes."""
+    from pathlib import Path
+
+    from mnistcl.retrain import retrain as run
+    from mnistcl.settings import load_settings
+    from monitoring.rules import load_config
+
+    settings = load_settings(config)
+    strategy = strategy or load_config(settings.monitoring_config or None).trigger.strategy
+    result = run(settings, strategy=strategy, reason=reason, force=force, epochs=epochs, replay=replay)
+    logger = get_run_logger()
+    logger.info("retrain %s: %s", strategy, result["status"])
+    gate = result.get("gate") or {}
+    lines = [f"# Retraining ({strategy}): {result['status']}", "", f"Reason: {reason}", ""]
+    if result["status"] == "skipped":
+        lines.append(f"Skipped: {result['why']}")
+    else:
+        lines += [f"Dataset: {result['dataset']} ({result['n_feedback']} new labelled production inputs)",
+                  f"Champion before: {result['champion_before']}", ""]
+        if gate.get("version"):
+            lines += [f"Candidate {gate['version']}: gate {'passed' if gate['passed'] else 'failed'}; "
+                      + (f"promoted to {gate['promoted']['alias']}" if gate.get("promoted") else "not promoted"), "",
+                      "| slice | candidate | champion |", "|---|---|---|"]
+            for s, a in gate["accuracy"].items():
+                lines.append(f"| {s} | {a:.4f} | {gate['champion_accuracy'].get(s, float('nan')):.4f} |")
+            lines += ["", Path(gate["report_md"]).read_text()]
+    create_markdown_artifact(key="retrain-summary", markdown="\n".join(lines),
+                             description="What the retraining did and the validation report")
+    return result

@@ -1,0 +1,220 @@
+"""Retraining: new labelled production data in, a validated (maybe promoted) model out.
+
+Plain functions; flows/retrain.py runs them as a Prefect flow. One retraining at a time (an
+exclusive lock under <home>/monitoring), and not again within the cooldown unless forced.
+
+  1. data      the newly labelled production inputs (feedback since the last retraining) become
+               a new dataset version on top of the latest one
+  2. train     finetune-replay: the champion's weights, trained on the new data plus an equal
+               share of replayed old data, at a quarter of its learning rate (default)
+               full: the champion's family and configuration from scratch on all data so far
+               automl: the AutoML sweep (quick profile) on the new version, with its own gate
+  3. validate  the gate against the champion on every slice: MNIST test, each earlier
+               production slice (no forgetting) and the newest one (must improve)
+  4. promote   only when the gate passes; the model server hot-swaps to it
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnistcl.events import announce_dataset_version
+from models.common import NullReporter, TrainData
+
+STRATEGIES = ("finetune-replay", "full", "automl")
+
+
+@dataclass
+class PreparedData:
+    dataset: str
+    created: bool          # a new version was made from feedback
+    n_feedback: int
+    champion: str | None
+    champion_dataset: str | None
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def prepare_data(settings, state_update, log=_log) -> PreparedData:
+    """Turn feedback labelled since the last retraining into a new dataset version."""
+    from mnistcl.predlog import PredictionLog
+    from mnistcl.promote import stores
+    from mnistcl.registry import RegistryError
+
+    ds_store, reg = stores(settings)
+    with state_update() as st:
+        cursor = float(st.get("feedback_cursor") or 0.0)
+    x, y, last = PredictionLog(settings.predictions_db_path).labelled_after(cursor)
+    created = False
+    if len(y):
+        m = ds_store.append(x, y, parent=None, source=f"feedback: {len(y)} labelled production inputs (retrain)",
+                            seed=int(last) % 2**31)
+        ev = announce_dataset_version(m, settings, origin="retrain")
+        log(f"dataset {m.id} = {m.parent} + {len(y)} labelled production inputs (event {ev['delivered']})")
+        created = True
+        with state_update() as st:
+            st["feedback_cursor"] = last
+    try:
+        champion = reg.resolve("champion")
+        champion_dataset = reg.get(champion).dataset
+    except RegistryError:
+        champion = champion_dataset = None
+    return PreparedData(dataset=ds_store.resolve(None), created=created, n_feedback=int(len(y)), champion=champion,
+                        champion_dataset=champion_dataset)
+
+
+def training_data(settings, prep: PreparedData, strategy: str, *, replay: float = 1.0, max_images: int | None = None,
+                  seed: int = 0) -> tuple[TrainData, dict]:
+    """The images a strategy trains on, and counts for the report."""
+    from mnistcl.promote import stores
+
+    ds_store, _ = stores(settings)
+    data = ds_store.load(prep.dataset)
+    lineage = data.manifest.lineage
+    start = lineage.index(prep.champion_dataset) if prep.champion_dataset in lineage else -1
+    new = data.train_origin > start
+    rng = np.random.default_rng(seed)
+    newest = list(data.slices)[-1]
+    xv, yv = data.slices[newest]
+    if strategy == "finetune-replay":
+        new_idx = np.flatnonzero(new)
+        old_idx = np.flatnonzero(~new)
+        n_replay = min(len(old_idx), max(int(round(replay * len(new_idx))), 0))
+        idx = np.concatenate([new_idx, rng.choice(old_idx, n_replay, replace=False)]) if n_replay else new_idx
+        counts = {"new": int(len(new_idx)), "replayed": int(n_replay)}
+    else:
+        idx = np.arange(len(data.train_y))
+        if max_images and len(idx) > max_images:  # keep every new image, sample the old ones
+            new_idx, old_idx = np.flatnonzero(new), np.flatnonzero(~new)
+            keep = rng.choice(old_idx, max(max_images - len(new_idx), 0), replace=False)
+            idx = np.concatenate([new_idx, keep])
+        counts = {"new": int(new.sum()), "total": int(len(idx))}
+    idx = rng.permutation(idx)
+    return TrainData(data.train_x[idx], data.train_y[idx], xv, yv), {**counts, "val_slice": newest}
+
+
+def train_candidate(settings, prep: PreparedData, strategy: str, td: TrainData, *, epochs: int | None,
+                    out_dir: Path, seed: int = 0) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Train by strategy; returns the exported files and the family/config to register."""
+    from mnistcl.promote import stores
+    from models.finetune import finetune
+    from models.search import family_module
+
+    _, reg = stores(settings)
+    if prep.champion is None:
+        raise RuntimeError("no champion to retrain: train one first (mnistcl train)")
+    champ = reg.get(prep.champion)
+    if strategy == "finetune-replay":
+        native = reg.fetch(prep.champion, "native", settings.home_dir / "cache" / "models")
+        model = finetune(champ.family, native, champ.config, td, NullReporter(), epochs=epochs or 3, seed=seed)
+    elif strategy == "full":
+        mod = family_module(champ.family)
+        cfg = mod.Config(**{**champ.config, **({"epochs": epochs} if epochs else {}), "seed": seed})
+        model = mod.train(td, cfg, NullReporter())
+    else:
+        raise ValueError(f"strategy {strategy!r} does not train a single candidate")
+    files = model.export(out_dir)
+    last = model.outcome.history[-1] if model.outcome.history else None
+    return files, {"family": champ.family, "config": champ.config,
+                   "metrics": {"val_accuracy": last.val_accuracy if last else None,
+                               "train_images": int(len(td.y_train)), "epochs": len(model.outcome.history)}}
+
+
+def gate_register_promote(settings, prep: PreparedData, files: dict[str, Path], info: dict, *, strategy: str,
+                          reason: str, report_dir: Path, gate_path: Path | None = None) -> dict[str, Any]:
+    from mnistcl.promote import stores, validate_candidate
+    from mnistcl.registry import RegistryError
+    from mnistcl.validate import load_gate
+
+    cfg = load_gate(gate_path)
+    _, reg = stores(settings)
+    rep, rfiles = validate_candidate(settings, cfg, files["onnx"], prep.dataset, name=f"retrain ({strategy})",
+                                     report_dir=report_dir)
+    mv = reg.register(files={"onnx": files["onnx"], "native": files["native"]}, family=info["family"],
+                      config=info["config"], dataset=prep.dataset, metrics=info["metrics"], validation=rep.to_json(),
+                      gate_passed=rep.passed, parent_model=prep.champion, note=f"retrain ({strategy}): {reason}",
+                      reports={"report_md": rep.to_markdown(), "report_json": json.dumps(
+                          rep.to_json(), default=float)})
+    out = {"version": mv.id, "passed": rep.passed, "violations": [v.text() for v in rep.violations],
+           "accuracy": rep.metrics.get("accuracy", {}), "report_md": str(rfiles["report_md"]),
+           "champion_accuracy": (rep.champion_metrics or {}).get("accuracy", {}), "promoted": None}
+    if rep.passed or cfg.mode != "enforced":
+        try:
+            move = reg.promote(mv.id, cfg.promote_to, reason=f"retrain ({strategy}) after {reason}",
+                               force=cfg.mode != "enforced")
+            out["promoted"] = {"version": mv.id, "alias": cfg.promote_to, "previous": move.previous}
+        except RegistryError as exc:
+            out["promotion_error"] = str(exc)
+    return out
+
+
+def retrain(settings, *, strategy: str = "finetune-replay", reason: str = "manual", force: bool = False,
+            epochs: int | None = None, replay: float = 1.0, max_images: int | None = None,
+            gate_path: Path | None = None, cooldown_hours: float | None = None, log=_log) -> dict[str, Any]:
+    """One retraining, end to end; returns what happened (status promoted, rejected or skipped)."""
+    from monitoring.rules import load_config
+    from monitoring.state import MonitorState, RetrainBusy, RetrainLock
+
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+    t0 = time.time()
+    state = MonitorState(settings.monitoring_dir)
+    lock = RetrainLock(settings.monitoring_dir)
+    try:
+        lock.acquire(f"retrain {strategy}: {reason}")
+    except RetrainBusy as exc:
+        log(f"skipped: {exc}")
+        return {"status": "skipped", "why": str(exc), "reason": reason}
+    try:
+        if cooldown_hours is None:
+            cooldown_hours = load_config(settings.monitoring_config or None).trigger.cooldown_hours
+        last = state.read().get("last_retrain_started")
+        if not force and last and t0 - last < cooldown_hours * 3600:
+            why = f"in cooldown: the last retraining started {(t0 - last) / 60:.0f} min ago (cooldown {cooldown_hours} h)"
+            log(f"skipped: {why}")
+            return {"status": "skipped", "why": why, "reason": reason}
+        prep = prepare_data(settings, state.update, log=log)
+        result: dict[str, Any] = {"reason": reason, "strategy": strategy, "dataset": prep.dataset,
+                                  "n_feedback": prep.n_feedback, "champion_before": prep.champion}
+        if prep.champion and prep.dataset == prep.champion_dataset and not force:
+            why = f"no new labelled data since the champion {prep.champion} (dataset {prep.dataset})"
+            log(f"skipped: {why}")
+            return {**result, "status": "skipped", "why": why}
+        with state.update() as st:  # the cooldown counts from here
+            st["last_retrain_started"] = t0
+        work = settings.home_dir / "retrain" / time.strftime("%Y%m%dT%H%M%S", time.gmtime(t0))
+        if strategy == "automl":
+            from flows.train import run_automl
+
+            summary = run_automl(profile="quick", dataset=prep.dataset, show_progress=False)
+            promo = summary.get("promotion") or {}
+            result.update(status="promoted" if promo.get("promoted") else "rejected", automl=summary.get("sweep"),
+                          gate=promo)
+        else:
+            td, counts = training_data(settings, prep, strategy, replay=replay, max_images=max_images)
+            log(f"training ({strategy}) on {len(td.y_train):,} images: {counts}")
+            t1 = time.time()
+            files, info = train_candidate(settings, prep, strategy, td, epochs=epochs, out_dir=work / "model")
+            result["train_seconds"] = time.time() - t1
+            result["train_images"] = counts
+            gate = gate_register_promote(settings, prep, files, info, strategy=strategy, reason=reason,
+                                         report_dir=work / "validation", gate_path=gate_path)
+            result["gate"] = gate
+            result["status"] = "promoted" if gate["promoted"] else "rejected"
+            log(f"{gate['version']}: gate {'passed' if gate['passed'] else 'failed'}"
+                + (f" ({'; '.join(gate['violations'])})" if gate["violations"] else "")
+                + (f"; promoted to {gate['promoted']['alias']}" if gate["promoted"] else "; not promoted"))
+        result["seconds"] = time.time() - t0
+        return result
+    finally:
+        lock.release()
+        with state.update() as st:
+            st["last_retrain_finished"] = time.time()

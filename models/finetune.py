@@ -1,0 +1,32 @@
+"""Continue training a registered model on new data (the retrain flow's fine-tuning strategy).
+
+Works for every family from its native artifact: torchnet from safetensors, the Keras families
+from their .keras file. The learning rate is the model's own, scaled down, so the new data moves
+the weights without wiping out what they knew; replaying old data alongside is the caller's job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from models.common import Reporter, TrainData
+
+
+def finetune(family: str, native_path: Path, config: dict, data: TrainData, reporter: Reporter, *,
+             epochs: int = 2, lr_scale: float = 0.25, seed: int = 0):
+    """A new model (with .export()) trained from ``native_path``'s weights on ``data``."""
+    if family == "torchnet":
+        from models import torchnet
+
+        base = torchnet.load_native(Path(native_path))
+        cfg = replace(base.config, epochs=epochs, learning_rate=base.config.learning_rate * lr_scale, seed=seed)
+        return torchnet.train(data, cfg, reporter, init=base.net.state_dict())
+    if family in ("convnet", "vgg"):
+        from models import _keras
+
+        model = _keras.load_native(Path(native_path))
+        lr = float(config.get("learning_rate", 1e-3)) * lr_scale
+        return _keras.fit(family, model, data, learning_rate=lr, batch_size=int(config.get("batch_size", 128)),
+                          epochs=epochs, reporter=reporter, seed=seed)
+    raise ValueError(f"cannot fine-tune family {family!r}: known torchnet, convnet, vgg")

@@ -1,0 +1,131 @@
+"""Alertmanager webhook -> Prefect events. Open-source Prefect has no webhooks; this is the bridge.
+
+Alertmanager POSTs its webhook JSON (version 4) here; every *firing* alert becomes one Prefect
+event posted to ``<prefect api>/events``:
+
+  event     the alert's ``prefect_event`` label (e.g. mnistcl.confidence.low), else
+            ``mnistcl.alert.<alertname>``
+  resource  ``mnistcl.alertmanager.<alertname>`` with the alert's labels as resource labels
+  payload   labels, annotations, startsAt, fingerprint, and the receiver
+
+Resolved alerts are acknowledged and not forwarded. A body that is not Alertmanager's JSON gets
+a 400 naming the problem; when Prefect cannot be reached the relay answers 502, so Alertmanager
+retries. Standard library plus httpx; `mnistcl monitor relay` starts it, GET /healthz checks it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+
+from mnistcl.events import make_event
+
+log = logging.getLogger(__name__)
+MAX_BODY = 1_000_000
+
+
+class RelayError(ValueError):
+    pass
+
+
+def to_events(body: dict) -> list[dict]:
+    if not isinstance(body, dict) or not isinstance(body.get("alerts"), list):
+        raise RelayError("expected Alertmanager's webhook JSON: an object with an 'alerts' list")
+    events = []
+    for i, a in enumerate(body["alerts"]):
+        if not isinstance(a, dict) or not isinstance(a.get("labels"), dict):
+            raise RelayError(f"alerts[{i}] has no labels")
+        if a.get("status", body.get("status")) != "firing":
+            continue
+        labels = {str(k): str(v) for k, v in a["labels"].items()}
+        name = labels.get("alertname", "unnamed")
+        event = labels.get("prefect_event") or f"mnistcl.alert.{name}"
+        events.append(make_event(
+            event, f"mnistcl.alertmanager.{name}",
+            {"labels": labels, "annotations": a.get("annotations") or {}, "startsAt": a.get("startsAt"),
+             "fingerprint": a.get("fingerprint"), "receiver": body.get("receiver")},
+            labels={f"alert.{k}": v for k, v in labels.items() if k != "prefect.resource.id"}))
+    return events
+
+
+def make_handler(prefect_api: str, events_log: Path | None = None):
+    url = prefect_api.rstrip("/") + "/events"
+
+    class Handler(BaseHTTPRequestHandler):
+        def _reply(self, code: int, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            if self.path.rstrip("/") in ("/healthz", ""):
+                self._reply(200, {"status": "ok", "prefect_events": url})
+            else:
+                self._reply(404, {"error": f"no such path {self.path}; POST alerts to /"})
+
+        def do_POST(self):  # noqa: N802
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY:
+                self._reply(400, {"error": f"body larger than {MAX_BODY} bytes"})
+                return
+            try:
+                body = json.loads(self.rfile.read(length) or b"null")
+                events = to_events(body)
+            except json.JSONDecodeError as exc:
+                self._reply(400, {"error": f"body is not JSON: {exc}"})
+                return
+            except RelayError as exc:
+                self._reply(400, {"error": str(exc)})
+                return
+            if events:
+                try:
+                    httpx.post(url, json=events, timeout=10).raise_for_status()
+                except httpx.HTTPError as exc:
+                    log.warning("could not post %d events to %s: %s", len(events), url, exc)
+                    self._reply(502, {"error": f"Prefect did not take the events: {exc}"})
+                    return
+                if events_log is not None:
+                    with open(events_log, "a") as fh:
+                        for e in events:
+                            fh.write(json.dumps({**e, "delivered": "prefect", "via": "alertmanager"}) + "\n")
+            log.info("relayed %d events: %s", len(events), [e["event"] for e in events])
+            self._reply(200, {"relayed": [e["event"] for e in events]})
+
+        def log_message(self, fmt, *args):
+            log.debug("relay: " + fmt, *args)
+
+    return Handler
+
+
+def make_server(host: str, port: int, prefect_api: str, events_log: Path | None = None) -> ThreadingHTTPServer:
+    return ThreadingHTTPServer((host, port), make_handler(prefect_api, events_log))
+
+
+def serve(host: str, port: int, prefect_api: str, events_log: Path | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    server = make_server(host, port, prefect_api, events_log)
+    print(f"relaying Alertmanager webhooks on http://{host}:{port}/ to {prefect_api.rstrip('/')}/events", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=9095)
+    ap.add_argument("--prefect-api", required=True)
+    a = ap.parse_args()
+    serve(a.host, a.port, a.prefect_api)

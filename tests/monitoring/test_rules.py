@@ -1,0 +1,159 @@
+"""Monitoring configuration, rules, hysteresis, the retrain lock, features, the relay's mapping,
+and the generated configuration files (no servers)."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from monitoring import alertmanager, features, relay
+from monitoring.rules import (
+    DEFAULT_CONFIG,
+    MonitoringConfigError,
+    TriggerConfig,
+    evaluate_input_rules,
+    evaluate_prediction_rules,
+    load_config,
+)
+from monitoring.state import RetrainBusy, RetrainLock, decide
+
+pytestmark = pytest.mark.unit
+
+
+def write(tmp_path, cfg: dict):
+    p = tmp_path / "m.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def test_default_config_loads():
+    cfg = load_config()
+    assert cfg.source == str(DEFAULT_CONFIG)
+    assert {r.name for r in cfg.input_rules} >= {"blank", "inverted", "off_centre", "wrong_size", "unreadable"}
+    assert cfg.confidence_below == 0.5 and cfg.trigger.breaches <= cfg.trigger.of_last
+
+
+@pytest.mark.parametrize("rule, needle", [
+    ({"name": "r1", "feature": "nope", "below": 1, "max_share": 0.1}, "feature must be one of"),
+    ({"name": "r2", "feature": "ink", "below": 1, "above": 2, "max_share": 0.1}, "exactly one of below"),
+    ({"name": "r3", "feature": "ink", "below": 1, "max_share": 2}, "max_share = 2"),
+    ({"name": "r4", "feature": "ink", "outside": [3, 1], "max_share": 0.1}, "low < high"),
+    ({"name": "r5", "feature": "ink", "below": 1, "max_share": 0.1, "action": "page"}, "action must be"),
+    ({"name": "r6", "feature": "ink", "below": 1, "max_share": 0.1, "colour": "red"}, "unknown fields"),
+    ({"feature": "ink", "below": 1, "max_share": 0.1}, "needs a name"),
+])
+def test_bad_rules_name_the_rule_and_field(tmp_path, rule, needle):
+    with pytest.raises(MonitoringConfigError, match=needle) as e:
+        load_config(write(tmp_path, {"input_rules": [rule]}))
+    if "name" in rule:
+        assert rule["name"] in str(e.value)
+
+
+def test_bad_trigger_and_sections(tmp_path):
+    with pytest.raises(MonitoringConfigError, match="cannot exceed"):
+        load_config(write(tmp_path, {"trigger": {"breaches": 4, "of_last": 3}}))
+    with pytest.raises(MonitoringConfigError, match="unknown sections"):
+        load_config(write(tmp_path, {"windows": {}}))
+    with pytest.raises(MonitoringConfigError, match="strategy"):
+        load_config(write(tmp_path, {"trigger": {"strategy": "magic"}}))
+
+
+def test_a_user_rule_in_yaml_without_code(tmp_path, mnist_small):
+    cfg = load_config(write(tmp_path, {"input_rules": [
+        {"name": "italic", "description": "strongly slanted writing", "feature": "slant", "outside": [-0.4, 0.4],
+         "max_share": 0.2}]}))
+    x = mnist_small["test"][0][:100]
+    feats = features.features(x)
+    (res,) = evaluate_input_rules(cfg, feats, n_rejected=0)
+    assert res.name == "italic" and not res.breached
+    from mnistcl.shifts import apply
+    slanted = features.features(apply(x, {"slant": 0.6}, np.random.default_rng(0)))
+    (res,) = evaluate_input_rules(cfg, slanted, n_rejected=0)
+    assert res.breached and res.share > 0.5
+
+
+def test_features_see_polarity_blank_and_position(mnist_small):
+    x = mnist_small["test"][0][:50].astype(np.float32) / 255
+    f = features.features(x)
+    assert list(f.columns) == features.COLUMNS and len(f) == 50
+    assert (f["border"] < 0.05).all() and (features.features(1 - x)["border"] > 0.9).all()
+    assert (features.features(np.zeros((3, 28, 28)))["ink_px"] == 0).all()
+    shifted = np.zeros_like(x)
+    shifted[:, :, 6:] = x[:, :, :-6]  # 6 pixels to the right
+    assert np.median(features.features(shifted)["centre_offset"]) > 4 > np.median(f["centre_offset"])
+    assert np.allclose(features.features(mnist_small["test"][0][:50]), f)  # uint8 or float: the same
+
+
+def test_rejected_and_prediction_rules():
+    cfg = load_config()
+    feats = features.features(np.zeros((100, 28, 28)))
+    by = {r.name: r for r in evaluate_input_rules(cfg, feats, n_rejected=20)}
+    assert by["unreadable"].breached and abs(by["unreadable"].share - 20 / 120) < 1e-9
+    assert by["blank"].breached
+    conf = np.r_[np.full(80, 0.9), np.full(20, 0.3)]
+    digits = np.zeros(100, int)
+    fb = np.r_[np.zeros(60, int), np.ones(40, int)]  # 60% right
+    by = {r.name: r for r in evaluate_prediction_rules(cfg, conf, digits, fb)}
+    assert by["low_confidence"].breached and by["low_confidence"].share == 0.2
+    assert by["feedback_accuracy"].breached and by["feedback_accuracy"].share == 0.6
+    few = evaluate_prediction_rules(cfg, conf, digits, np.full(100, -1))
+    assert [r.name for r in few] == ["low_confidence"]  # no accuracy rule without labels
+
+
+@pytest.mark.parametrize("history, running, last, expect", [
+    ([True], False, None, False),                        # one noisy window: nothing
+    ([True, False, False, True], False, None, False),    # 1 of the last 3
+    ([False, True, True], False, None, True),            # 2 of 3
+    ([True, True, True], True, None, False),             # a retraining is running
+    ([True, True, True], False, -3600, False),           # an hour after the last: still in the 6 h cooldown
+    ([True, True, True], False, -7 * 3600, True),        # cooldown over
+])
+def test_hysteresis_and_cooldown(history, running, last, expect):
+    now = time.time()
+    d = decide(history, TriggerConfig(breaches=2, of_last=3, cooldown_hours=6), now=now,
+               last_retrain_started=None if last is None else now + last, retrain_running=running)
+    assert d.retrain is expect, d.reason
+
+
+def test_retrain_lock_is_exclusive_and_stale_locks_expire(tmp_path):
+    a = RetrainLock(tmp_path)
+    a.acquire("first")
+    assert a.running()
+    with pytest.raises(RetrainBusy, match="already running"):
+        RetrainLock(tmp_path).acquire("second")
+    a.release()
+    assert not a.running()
+    (tmp_path / "retrain.lock").write_text(json.dumps({"who": "crashed", "started": time.time() - 13 * 3600}))
+    RetrainLock(tmp_path).acquire("after a crash")  # a 13-hour-old lock is stale
+    assert RetrainLock(tmp_path).holder()["who"] == "after a crash"
+
+
+def test_relay_maps_firing_alerts_to_prefect_events():
+    body = {"receiver": "prefect-relay", "status": "firing", "alerts": [
+        {"status": "firing", "labels": {"alertname": "MnistLowConfidenceShareHigh", "prefect_event": "mnistcl.confidence.low",
+                                        "severity": "warning"}, "annotations": {"summary": "30%"}, "fingerprint": "ab"},
+        {"status": "resolved", "labels": {"alertname": "Old"}},
+        {"status": "firing", "labels": {"alertname": "MnistPredictLatencyHigh"}}]}
+    events = relay.to_events(body)
+    assert [e["event"] for e in events] == ["mnistcl.confidence.low", "mnistcl.alert.MnistPredictLatencyHigh"]
+    assert events[0]["resource"]["prefect.resource.id"] == "mnistcl.alertmanager.MnistLowConfidenceShareHigh"
+    assert events[0]["payload"]["annotations"] == {"summary": "30%"}
+    for bad, needle in [({"x": 1}, "alerts"), ({"alerts": [{"status": "firing"}]}, "no labels"), ([], "alerts")]:
+        with pytest.raises(relay.RelayError, match=needle):
+            relay.to_events(bad)
+
+
+def test_generated_files_match_their_generators():
+    from mnistcl.orchestrate import GPU_TEMPLATE, gpu_job_template
+
+    from pathlib import Path
+
+    committed = (Path(alertmanager.__file__).parent / "alertmanager.yml").read_text()
+    assert committed == alertmanager.render(), "run: python -m monitoring.alertmanager > monitoring/alertmanager.yml"
+    assert json.loads(GPU_TEMPLATE.read_text()) == gpu_job_template(), \
+        "run: python -c 'from mnistcl.orchestrate import write_gpu_template; write_gpu_template()'"
+    pod = gpu_job_template()["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "{{ gpu_limit }}"
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
