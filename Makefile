@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv venv-serve demo test test-fast lint bench-data bench-train bench-train-quick bench-serve bench-serve-study clean distclean
+.PHONY: help venv venv-serve demo test test-fast lint bench-data bench-train bench-train-quick bench-serve bench-serve-study bench-drift prefect-up clean distclean
 
 help: ## List every target with what it does
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,6 +39,9 @@ venv-serve: $(SERVE_VENV)/bin/.installed ## Create or update the model server's 
 
 demo: venv ## Set up and run the main job: ingest MNIST, AutoML (18 runs), gate, registry, champion
 	$(BIN)/mnistcl demo
+
+prefect-up: venv ## Local Prefect server on 127.0.0.1:4200 with the work pools, deployments and a worker (Ctrl-C stops)
+	$(BIN)/mnistcl prefect up
 
 test: venv venv-serve ## Set up both environments and run the whole test suite (ruff first)
 	$(BIN)/ruff check mnistcl models flows monitoring serving tests bench
@@ -69,6 +72,9 @@ bench-serve: venv venv-serve .venv-mlserver/bin/.installed ## Serving load bench
 
 bench-serve-study: venv venv-serve ## Serving tuning study: payload formats, gRPC, batching, workers (~4 min; run make demo first)
 	$(BIN)/python -m bench.serve_study --seconds 8
+
+bench-drift: venv ## Drift detection benchmark: detection/false-alarm rates, delay, seconds per check (~6 min)
+	$(BIN)/python -m bench.drift
 
 clean: ## Remove local state (.mnistcl/) and benchmark output
 	rm -rf .mnistcl .mnistcl-bench

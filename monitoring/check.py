@@ -154,7 +154,7 @@ def _notify(settings, cfg: MonitoringConfig, res: CheckResult) -> None:
     when = datetime.fromtimestamp(res.window_end, UTC).isoformat(timespec="seconds")
     input_breaches = [r for r in res.input_rules if r.breached]
     if input_breaches:
-        lines = [f"- {r.name} ({r.description}): {r.share:.1%} of {r.n} inputs, sensitivity {r.max_share:.1%}"
+        lines = [f"- {r.name} ({r.description}): {r.share:.1%} of {r.n} inputs, sensitivity {r.limit:.1%}"
                  for r in input_breaches]
         res.alerts.append(alerts.send(
             f"input data rules breached: {', '.join(r.name for r in input_breaches)}",

@@ -89,3 +89,29 @@ def postgres_url():
     finally:
         subprocess.run([*as_pg, f"{bindir}/pg_ctl", "-D", f"{work}/data", "-m", "fast", "stop"], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
+
+
+class _SmtpSink:
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+        import email
+
+        self.messages.append(email.message_from_bytes(envelope.content))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_server():
+    """A real SMTP server (aiosmtpd) on 127.0.0.1; ``.messages`` holds what it received."""
+    from aiosmtpd.controller import Controller
+
+    from mnistcl.serve import free_port
+
+    sink = _SmtpSink()
+    ctl = Controller(sink, hostname="127.0.0.1", port=free_port())
+    ctl.start()
+    sink.host, sink.port = "127.0.0.1", ctl.port
+    yield sink
+    ctl.stop()

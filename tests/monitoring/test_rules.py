@@ -146,9 +146,9 @@ def test_relay_maps_firing_alerts_to_prefect_events():
 
 
 def test_generated_files_match_their_generators():
-    from mnistcl.orchestrate import GPU_TEMPLATE, gpu_job_template
-
     from pathlib import Path
+
+    from mnistcl.orchestrate import GPU_TEMPLATE, gpu_job_template
 
     committed = (Path(alertmanager.__file__).parent / "alertmanager.yml").read_text()
     assert committed == alertmanager.render(), "run: python -m monitoring.alertmanager > monitoring/alertmanager.yml"
@@ -157,3 +157,33 @@ def test_generated_files_match_their_generators():
     pod = gpu_job_template()["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "{{ gpu_limit }}"
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+@pytest.mark.skipif(not __import__("shutil").which("promtool"), reason="promtool missing (Debian package prometheus)")
+def test_prometheus_rules_pass_promtool_unit_tests():
+    import subprocess
+    from pathlib import Path
+
+    folder = Path(alertmanager.__file__).parent / "prometheus"
+    check = subprocess.run(["promtool", "check", "rules", "rules.yml"], cwd=folder, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    test = subprocess.run(["promtool", "test", "rules", "rules.test.yml"], cwd=folder, capture_output=True, text=True)
+    assert test.returncode == 0 and "SUCCESS" in test.stdout, test.stdout + test.stderr
+
+
+@pytest.mark.skipif(not __import__("shutil").which("amtool"), reason="amtool missing (Debian package prometheus-alertmanager)")
+def test_alertmanager_config_routes_alerts_to_email_and_the_relay():
+    import subprocess
+    from pathlib import Path
+
+    cfg = str(Path(alertmanager.__file__).parent / "alertmanager.yml")
+    assert subprocess.run(["amtool", "check-config", cfg], capture_output=True).returncode == 0
+
+    def route(*labels):
+        out = subprocess.run(["amtool", "config", "routes", "test", f"--config.file={cfg}", *labels],
+                             capture_output=True, text=True)
+        return out.stdout.strip()
+
+    assert route("alertname=MnistInputDrift", "prefect_event=mnistcl.drift.detected") == \
+        "prefect-relay,data-scientist-email"
+    assert route("alertname=MnistPredictLatencyHigh") == "data-scientist-email"

@@ -1,0 +1,151 @@
+"""The loop without Prefect: logged production traffic -> monitoring check -> email / events ->
+retraining from feedback -> gate -> promotion; and the guards (lock, cooldown, hysteresis)."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from mnistcl.predlog import PredictionLog
+from mnistcl.promote import stores
+from mnistcl.settings import Settings
+from mnistcl.shifts import apply
+from monitoring.check import DRIFT_DETECTED, run_check
+from monitoring.rules import load_config
+from monitoring.state import MonitorState, RetrainLock
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture
+def champion_home(tmp_path, mnist_medium):
+    """A home with dataset v1 (3,000 MNIST training digits + 1,000 test) and a small torchnet champion."""
+    import models.torchnet as tn
+    from models.common import NullReporter, TrainData
+
+    s = Settings(home=tmp_path / "home")
+    ds, reg = stores(s)
+    x, y = mnist_medium["train"]
+    xt, yt = mnist_medium["test"]
+    ds.create({"train": (x, y), "test": (xt[:1000], yt[:1000])}, parent=None, source="test")
+    m = tn.train(TrainData(x, y, xt[:300], yt[:300]), tn.Config(epochs=2, channels=8), NullReporter())
+    files = m.export(tmp_path / "export")
+    mv = reg.register(files=files, family="torchnet", config=json.loads(json.dumps(m.config.__dict__)), dataset="v1")
+    reg.promote(mv.id, "champion", reason="test")
+    return s, files["onnx"]
+
+
+def log_traffic(settings, onnx_path, images, labels=None, per_request=10, prefix="r"):
+    """What the model server does for each request: predict, log; then feedback when labels are given."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path))
+    plog = PredictionLog(settings.predictions_db_path)
+    x = images.astype(np.float32) / (255.0 if images.dtype == np.uint8 else 1.0)
+    for i in range(0, len(x), per_request):
+        rid = f"{prefix}{time.time_ns()}-{i}"
+        plog.log_predictions(rid, "m1", "ndarray", x[i:i + per_request], sess.run(None, {"image": x[i:i + per_request]})[0])
+        if labels is not None:
+            plog.add_feedback(rid, [int(v) for v in labels[i:i + per_request]])
+
+
+def held_out(mnist_medium, n, seed):
+    xt, yt = mnist_medium["test"]
+    idx = np.random.default_rng(seed).choice(np.arange(1000, len(xt)), n, replace=False)
+    return xt[idx], yt[idx]
+
+
+def test_inverted_inputs_breach_a_rule_and_email_the_data_scientist(champion_home, mnist_medium, smtp_server):
+    s, onnx = champion_home
+    s = s.model_copy(update={"smtp_host": smtp_server.host, "smtp_port": smtp_server.port, "smtp_tls": "none",
+                             "alert_to": "ds@bank.example"})
+    x, _ = held_out(mnist_medium, 300, 1)
+    x = x.copy()
+    x[:30] = 255 - x[:30]  # 10% of the window arrives with a white background
+    log_traffic(s, onnx, x)
+    res = run_check(s)
+    by = {r.name: r for r in res.input_rules}
+    assert by["inverted"].breached and abs(by["inverted"].share - 0.1) < 1e-9
+    assert not by["blank"].breached
+    assert len(smtp_server.messages) == 1, [m["Subject"] for m in smtp_server.messages]
+    msg = smtp_server.messages[0]
+    assert "inverted" in msg["Subject"] and msg["To"] == "ds@bank.example"
+    assert "inverted polarity" in msg.get_payload()
+    assert res.alerts[0]["via"] == "smtp"
+    assert (s.monitoring_dir / "metrics.prom").read_text().count('mnistcl_input_rule_share{rule="inverted"} 0.1') == 1
+
+
+def test_clean_traffic_is_quiet_and_alerts_fall_back_to_the_outbox(champion_home, mnist_medium):
+    s, onnx = champion_home
+    x, y = held_out(mnist_medium, 300, 2)
+    log_traffic(s, onnx, x, y)
+    res = run_check(s)
+    assert res.status == "checked" and not res.drift.drifted, res.drift.scores
+    assert not any(r.breached for r in res.input_rules), [(r.name, r.share) for r in res.input_rules]
+    assert (s.monitoring_dir / "checks").exists() and res.folder and (res.drift.report_html or "").endswith(".html")
+    assert run_check(s).status == "waiting"  # nothing new since
+    # Unreachable SMTP: the alert is written to the outbox instead, never lost.
+    from monitoring import alerts
+    bad = s.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": 1, "smtp_tls": "none"})
+    out = alerts.send("test", "body", bad)
+    assert out["via"] == "outbox" and "SMTP 127.0.0.1:1 failed" in out["error"]
+    assert (s.outbox / out["path"].split("/")[-1]).read_text().count("test") >= 1
+
+
+def test_drift_triggers_once_then_retraining_from_feedback_promotes(champion_home, mnist_medium):
+    """Rotated handwriting: the first breach waits (hysteresis), the second triggers (event + email),
+    the third is held back by the cooldown; the retrain makes a dataset version from feedback,
+    fine-tunes with replay, passes the gate and is promoted; a second retrain while one runs
+    starts nothing."""
+    s, onnx = champion_home
+    decisions = []
+    for seed in (3, 4, 5):
+        x, y = held_out(mnist_medium, 300, seed)
+        xr = apply(x, {"rotate": 30}, np.random.default_rng(seed))
+        log_traffic(s, onnx, (xr * 255).round().astype(np.uint8), y)
+        res = run_check(s)
+        assert res.breach and res.drift.drifted, res.reasons
+        decisions.append(res.decision.retrain)
+        if res.decision.retrain:
+            assert [e["event"] for e in res.events] == [DRIFT_DETECTED]
+            assert any("retraining triggered" in a["subject"] for a in res.alerts)
+        else:
+            assert not res.events
+    assert decisions == [False, True, False]  # hysteresis 2 of 3, then cooldown
+    events = [json.loads(line) for line in s.events_log.read_text().splitlines()]
+    assert [e["event"] for e in events] == [DRIFT_DETECTED]
+
+    lock = RetrainLock(s.monitoring_dir)
+    lock.acquire("another retraining")
+    from mnistcl.retrain import retrain
+    assert retrain(s, reason="while busy")["status"] == "skipped"
+    lock.release()
+
+    out = retrain(s, strategy="finetune-replay", reason="drift", epochs=2, force=True)
+    ds, reg = stores(s)
+    assert out["dataset"] == "v2" and out["n_feedback"] == 900
+    m = ds.manifest("v2")
+    assert m.parent == "v1" and "feedback" in m.source and sum(m.counts["eval"]) == 180
+    gate = out["gate"]
+    new = reg.get(gate["version"])
+    assert new.parent_model == "m1" and new.dataset == "v2" and "retrain (finetune-replay)" in new.note
+    assert gate["accuracy"]["v2"] > gate["champion_accuracy"]["v2"] + 0.05, gate  # it learned the new writing
+    assert out["status"] == "promoted" and reg.alias("champion") == gate["version"], gate["violations"]
+    assert out["train_images"] == {"new": 720, "replayed": 720, "val_slice": "v2"}
+    st = MonitorState(s.monitoring_dir).read()
+    assert st["last_retrain_started"] and st["last_retrain_finished"] >= st["last_retrain_started"]
+    assert not lock.running()
+    # Nothing new since: the next one (even outside the cooldown) has nothing to learn from.
+    assert retrain(s, reason="again", cooldown_hours=0)["status"] == "skipped"
+
+
+def test_config_error_is_reported_before_anything_runs(champion_home, tmp_path):
+    from monitoring.rules import MonitoringConfigError
+
+    s, _ = champion_home
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("input_rules:\n  - name: x\n    feature: colour\n    below: 1\n    max_share: 0.1\n")
+    with pytest.raises(MonitoringConfigError, match="input rule 'x'"):
+        run_check(s.model_copy(update={"monitoring_config": str(bad)}))
+    assert load_config().window_images == 500
