@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv venv-serve demo test test-fast lint bench-data bench-train bench-train-quick bench-serve bench-serve-study bench-drift prefect-up clean distclean
+.PHONY: help venv venv-serve venv-infra infra-check demo test test-fast lint bench-data bench-train bench-train-quick bench-serve bench-serve-study bench-drift bench-continual scenario prefect-up clean distclean
 
 help: ## List every target with what it does
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,21 +37,32 @@ $(SERVE_VENV)/bin/.installed: serving/requirements.txt serving/requirements-patc
 
 venv-serve: $(SERVE_VENV)/bin/.installed ## Create or update the model server's environment (seldon-core 1.17.1)
 
-demo: venv ## Set up and run the main job: ingest MNIST, AutoML (18 runs), gate, registry, champion
+.venv-infra/bin/.installed: infra/requirements.txt
+	test -x .venv-infra/bin/python || $(PYTHON) -m venv .venv-infra
+	.venv-infra/bin/pip install $(PIP_FLAGS) -q --upgrade "pip>=24"
+	.venv-infra/bin/pip install $(PIP_FLAGS) -q -r infra/requirements.txt
+	touch $@
+
+venv-infra: .venv-infra/bin/.installed ## Create the infrastructure-checks environment (checkov, check-jsonschema)
+
+infra-check: venv venv-infra ## Terraform fmt/validate, Kustomize + kubernetes-validate, checkov, workflow schemas
+	$(BIN)/python infra/check.py all
+
+demo: venv venv-serve ## The main job: ingest MNIST, AutoML (18 runs), champion, then the continual-learning scenario and its report
 	$(BIN)/mnistcl demo
 
 prefect-up: venv ## Local Prefect server on 127.0.0.1:4200 with the work pools, deployments and a worker (Ctrl-C stops)
 	$(BIN)/mnistcl prefect up
 
-test: venv venv-serve ## Set up both environments and run the whole test suite (ruff first)
-	$(BIN)/ruff check mnistcl models flows monitoring serving tests bench
+test: venv venv-serve venv-infra ## Set up the environments and run the whole test suite (ruff first)
+	$(BIN)/ruff check mnistcl models flows monitoring serving tests bench infra
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: venv venv-serve ## Run the suite without the slow tier
+test-fast: venv venv-serve venv-infra ## Run the suite without the slow tier
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: venv ## Ruff over the code
-	$(BIN)/ruff check mnistcl models flows monitoring serving tests bench
+	$(BIN)/ruff check mnistcl models flows monitoring serving tests bench infra
 
 bench-data: venv ## Benchmark dataset ingest, size on disk and load time (bench/results/data.json)
 	$(BIN)/python -m bench.data
@@ -76,8 +87,14 @@ bench-serve-study: venv venv-serve ## Serving tuning study: payload formats, gRP
 bench-drift: venv ## Drift detection benchmark: detection/false-alarm rates, delay, seconds per check (~6 min)
 	$(BIN)/python -m bench.drift
 
+bench-continual: venv ## Continual-learning benchmark: static vs fine-tune vs replay vs joint on the demo's cohorts (~6 min)
+	$(BIN)/python -m bench.continual
+
+scenario: venv venv-serve ## Only the continual-learning scenario, on the current champion (needs make demo once)
+	$(BIN)/mnistcl scenario run
+
 clean: ## Remove local state (.mnistcl/) and benchmark output
 	rm -rf .mnistcl .mnistcl-bench
 
 distclean: clean ## Also remove the environments
-	rm -rf $(VENV) $(SERVE_VENV) .venv-mlserver
+	rm -rf $(VENV) $(SERVE_VENV) .venv-mlserver .venv-infra

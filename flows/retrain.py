@@ -45,4 +45,8 @@ def retrain(strategy: str | None = None, reason: str = "manual", force: bool = F
             lines += ["", Path(gate["report_md"]).read_text()]
     create_markdown_artifact(key="retrain-summary", markdown="\n".join(lines),
                              description="What the retraining did and the validation report")
+    import json
+
+    create_markdown_artifact(key="retrain-result", markdown="```json\n" + json.dumps(result, default=str) + "\n```",
+                             description="The retraining's result, machine-readable")
     return result

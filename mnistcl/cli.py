@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -846,6 +847,57 @@ def _parse_since(text: str | None) -> float:
         _fail(f"--since {text!r}: use an ISO time (2026-11-28T09:00) or an age like 30m, 6h, 7d")
 
 
+@app.command("smoke")
+def smoke(
+    ctx: typer.Context,
+    url: Annotated[str | None, typer.Option(help="Server URL (default http://127.0.0.1:<serve_port>); e.g. the staging ingress.")] = None,
+    digits: Annotated[int, typer.Option(min=1, help="Real MNIST test digits to send.")] = 64,
+    per_request: Annotated[int, typer.Option(min=1, max=64, help="Digits per request.")] = 4,
+    min_accuracy: Annotated[float, typer.Option(min=0, max=1, help="Fail below this accuracy.")] = 0.9,
+    expect_version: Annotated[str | None, typer.Option(help="Fail unless every answer comes from this model version.")] = None,
+) -> None:
+    """Smoke-test a running model server with real MNIST test digits: every request answered,
+    accuracy at least --min-accuracy, and (optionally) the expected model version.
+
+    Example:
+
+      mnistcl smoke --url https://staging.example.com/seldon/mnist-staging/mnist-continual --expect-version m7
+    """
+    import httpx
+
+    from mnistcl.datasets import find_mnist_csvs, read_mnist_csv
+
+    settings = _settings(ctx)
+    base = (url or f"http://127.0.0.1:{settings.serve_port}").rstrip("/")
+    x, y = read_mnist_csv(find_mnist_csvs()[1], "test")
+    idx = np.random.default_rng(0).choice(len(y), digits, replace=False)
+    right, versions, failures = 0, set(), []
+    with httpx.Client(timeout=30) as client:
+        for i in range(0, digits, per_request):
+            batch = idx[i:i + per_request]
+            try:
+                r = client.post(f"{base}/api/v1.0/predictions", json={"data": {"ndarray": x[batch].tolist()}})
+            except httpx.HTTPError as exc:
+                _fail(f"no answer from {base}: {exc}")
+            if r.status_code != 200:
+                failures.append(f"HTTP {r.status_code}: {r.text[:200]}")
+                continue
+            tags = r.json()["meta"]["tags"]
+            right += sum(int(d) == int(t) for d, t in zip(tags["digits"], y[batch], strict=True))
+            versions.add(tags["model_version"])
+    answered = digits - sum(per_request for _ in failures)
+    acc = right / max(answered, 1)
+    console.print(f"{base}: {answered}/{digits} digits answered, accuracy {acc:.3f}, model versions {sorted(versions)}")
+    problems = failures[:3]
+    if acc < min_accuracy:
+        problems.append(f"accuracy {acc:.3f} is below {min_accuracy}")
+    if expect_version and versions != {expect_version}:
+        problems.append(f"expected every answer from {expect_version}, got {sorted(versions)}")
+    if problems:
+        _fail("smoke test failed: " + "; ".join(problems))
+    console.print("[green]smoke test passed[/green]")
+
+
 @pred_app.command("export")
 def predictions_export(
     ctx: typer.Context,
@@ -1126,20 +1178,90 @@ def _config_arg(ctx: typer.Context) -> str | None:
     return str(root.params["config"]) if root.params.get("config") else None
 
 
+scenario_app = typer.Typer(help="The continual-learning scenario: simulated cohorts of new users.",
+                           no_args_is_help=True)
+app.add_typer(scenario_app, name="scenario")
+
+
+@scenario_app.command("run")
+def scenario_run(
+    ctx: typer.Context,
+    scenario: Annotated[Path | None, typer.Option(help="Cohorts and schedule (default configs/scenario.yaml).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder (default <home>/scenario/<time>).")] = None,
+    orchestrator: Annotated[str, typer.Option(
+        help="prefect: events trigger the retrain deployment on a local Prefect server and a worker runs it; "
+             "local: the same retraining in-process.")] = "prefect",
+    stream_images: Annotated[int | None, typer.Option(min=1, help="Digits each cohort streams (override).")] = None,
+    eval_images: Annotated[int | None, typer.Option(min=1, help="Held-out digits per cohort (override).")] = None,
+    strategy: Annotated[str | None, typer.Option(help="finetune-replay, full or automl (override).")] = None,
+) -> None:
+    """Stream cohorts of drifting handwriting through the model server, let monitoring alert and
+    trigger retraining, promote and hot-swap new champions, then write a report with plots.
+
+    Needs a champion (`mnistcl train`) and the serving environment (`make venv-serve`).
+
+    Example:
+
+      mnistcl scenario run --orchestrator local --stream-images 500
+    """
+    from mnistcl.retrain import STRATEGIES
+    from mnistcl.scenario import ScenarioError, load_scenario, run_scenario
+
+    settings = _settings(ctx)
+    if orchestrator not in ("prefect", "local"):
+        _fail(f"--orchestrator must be prefect or local, not {orchestrator!r}")
+    if strategy is not None and strategy not in STRATEGIES:
+        _fail(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    try:
+        sc = load_scenario(scenario, stream_images=stream_images, eval_images=eval_images, strategy=strategy)
+    except ScenarioError as exc:
+        _fail(str(exc))
+    from mnistcl import serve as launch
+    from mnistcl.registry import RegistryError
+
+    if not launch.SERVE_PYTHON.exists():
+        _fail("the serving environment is missing: run `make venv-serve`")
+    try:
+        _store_reg(settings).resolve("champion")
+    except RegistryError:
+        _fail("no champion yet: run `mnistcl train` (or `mnistcl demo`) first")
+    use_local_prefect(settings)
+    folder = out or settings.home_dir / "scenario" / time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    result = run_scenario(settings, sc, folder, orchestrator=orchestrator)
+    m, ms = result["metrics"], result["metrics_static"]
+    console.rule("result")
+    console.print(f"ACC {m['ACC']:.4f} (static {ms['ACC']:.4f}), BWT {m['BWT']:+.4f}, mean forgetting "
+                  f"{m['mean_forgetting']:.4f}; {sum(r['promoted'] for r in result['retrains'])} promotions from "
+                  f"{len(result['retrains'])} retrainings; {result['seconds']:.0f} s")
+    console.print(f"report: [bold]{folder / 'report.md'}[/bold] (plots and scenario.json beside it)")
+
+
+def _store_reg(settings):
+    from mnistcl.promote import stores
+
+    return stores(settings)[1]
+
+
 @app.command("demo")
 def demo(
     ctx: typer.Context,
     profile: Annotated[str, typer.Option(help="Training profile: quick (minutes on 2 cores) or full.")] = "quick",
+    orchestrator: Annotated[str, typer.Option(help="Retraining through a local Prefect server (prefect) or in-process (local).")] = "prefect",
 ) -> None:
-    """Run the main job on the embedded defaults.
+    """Run the main job on the embedded defaults, end to end.
 
-    Today: ingest MNIST into dataset version v1 (or find it), train the 18-experiment AutoML
-    grid, validate the best runs through the gate, register them and promote a champion.
+    1. ingest MNIST into dataset version v1 (or find it);
+    2. train the 18-experiment AutoML grid, gate the best runs, register them, promote a champion;
+    3. the continual-learning scenario: cohorts of drifting handwriting through the Seldon model
+       server, monitoring alerts (emails in the outbox), retraining triggered through Prefect,
+       validated and promoted champions hot-swapped into the server, then a report with plots
+       and continual-learning metrics (ACC, BWT, forgetting) against a static model.
 
     Example:
 
       mnistcl demo
     """
+    settings = _settings(ctx)
     console.rule("1. versioned data")
     ctx.invoke(data_ingest, ctx=ctx, csv_dir=None)
     console.rule("2. AutoML training, validation gate, registry")
@@ -1147,9 +1269,14 @@ def demo(
                concurrency=None, epochs=None, train_images=None, search_space=None, dry_run=False, gate="default")
     console.rule("3. the registry")
     ctx.invoke(models_list, ctx=ctx)
-    settings = _settings(ctx)
-    console.print(f"\nNext: `mnistcl models show champion --report`, `mnistcl experiments list --sort val_accuracy --desc`;"
-                  f" Prefect UI: `PREFECT_HOME={settings.home_dir / 'prefect'} .venv/bin/prefect server start`")
+    console.rule("4. continual learning: new users, drift, alerts, retraining, promotion")
+    folder = settings.home_dir / "scenario" / time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    ctx.invoke(scenario_run, ctx=ctx, scenario=None, out=folder, orchestrator=orchestrator, stream_images=None,
+               eval_images=None, strategy=None)
+    latest = settings.home_dir / "scenario" / "latest"
+    latest.unlink(missing_ok=True)
+    latest.symlink_to(folder.name)
+    console.print(f"\nNext: open {latest / 'report.md'}; `mnistcl models history`; `make prefect-up` for the Prefect UI")
 
 
 def run() -> None:  # pragma: no cover - console entry

@@ -38,7 +38,7 @@ def load_env(env: str, path: Path | None = None) -> dict:
 def _pod_spec(cfg: dict, alias: str) -> dict:
     return {
         "serviceAccountName": cfg["service_account"],
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000},
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001},
         "containers": [{
             "name": "classifier",
             "image": cfg["image"],

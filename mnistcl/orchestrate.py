@@ -5,7 +5,7 @@
 Work pools:
   mnistcl-local  process pool (the default): flows run as processes on this machine
   mnistcl-k8s    kubernetes pool (prefect-kubernetes): flows run as Kubernetes Jobs on GPU nodes,
-                 base job template infra/k8s/prefect/gpu-job-template.json (generated here from
+                 base job template infra/k8s/base/prefect-gpu-job-template.json (generated here from
                  prefect-kubernetes's default template: GPU limit, toleration, node selector)
 """
 
@@ -22,7 +22,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFECT_YAML = ROOT / "prefect.yaml"
-GPU_TEMPLATE = ROOT / "infra" / "k8s" / "prefect" / "gpu-job-template.json"
+GPU_TEMPLATE = ROOT / "infra" / "k8s" / "base" / "prefect-gpu-job-template.json"
 LOCAL_POOL = "mnistcl-local"
 K8S_POOL = "mnistcl-k8s"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -43,8 +43,8 @@ def gpu_job_template() -> dict:
     props["gpu_limit"] = {"type": "integer", "default": 1, "minimum": 0, "title": "GPUs",
                           "description": "NVIDIA GPUs for the flow run's pod (nvidia.com/gpu)."}
     props["image"]["default"] = "ghcr.io/mnist-continual/train:latest"
-    props["service_account_name"]["default"] = "mnistcl-training"
-    props["namespace"]["default"] = "mnist-continual"
+    props["service_account_name"]["default"] = "mnist-training"  # IRSA: read/write the bucket
+    props["namespace"]["default"] = "mnist-prod"  # staging: --job-variable namespace=mnist-staging
     props["cpu_request"]["default"] = "4"
     props["memory_request"]["default"] = "16Gi"
     props["memory_limit"]["default"] = "32Gi"

@@ -324,3 +324,21 @@ def test_prediction_log_on_postgresql(registry, tmp_path, postgres_url, mnist_sm
                            env={"MNISTCL_PREDICTIONS_DB": postgres_url, "MNISTCL_HOME": str(tmp_path / "h")})
     assert r.exit_code == 0, r.output
     assert ids[1] in out.read_text()
+
+
+def test_smoke_command(server, tmp_path, monkeypatch):
+    """`mnistcl smoke`, the promotion workflow's smoke test, against the real server."""
+    from typer.testing import CliRunner
+
+    from mnistcl.cli import app
+
+    monkeypatch.setenv("MNISTCL_HOME", str(tmp_path / "home"))
+    runner = CliRunner()
+    version = httpx.get(f"{server['url']}/health/status", timeout=10).json()["jsonData"]["model_version"]
+    ok = runner.invoke(app, ["smoke", "--url", server["url"], "--digits", "24", "--min-accuracy", "0.5",
+                             "--expect-version", version])
+    assert ok.exit_code == 0 and "smoke test passed" in ok.output, ok.output
+    bad = runner.invoke(app, ["smoke", "--url", server["url"], "--digits", "8", "--expect-version", "m999"])
+    assert bad.exit_code == 2 and "expected every answer from m999" in bad.output, bad.output
+    down = runner.invoke(app, ["smoke", "--url", f"http://127.0.0.1:{free_port()}", "--digits", "4"])
+    assert down.exit_code == 2 and "no answer" in down.output

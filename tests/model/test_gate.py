@@ -218,3 +218,21 @@ def test_killed_mid_promotion_keeps_old_champion(world, models, tmp_path):
     assert reg.alias("champion") == "m1" and len(reg.history("champion")) == 1
     reg.promote("m2", "champion", reason="after the crash")
     assert reg.alias("champion") == "m2"
+
+
+def test_forgetting_allows_noise_on_small_slices_only():
+    from mnistcl.validate import GateConfig, Rule, judge
+
+    def run(drops: dict, noise_z=1.0):
+        rule = Rule(name="max_forgetting", metric="forgetting", threshold=0.01, higher_is_better=False, relative=True,
+                    noise_z=noise_z)
+        champ = {"accuracy": {"mnist-test": 0.97, "v2": 0.95}}
+        cand = {"accuracy": {s: champ["accuracy"][s] - d for s, d in drops.items()}, "forgetting": drops,
+                "slices": {"mnist-test": {"n": 10000}, "v2": {"n": 60}}}
+        return judge(GateConfig(rules=[rule]), cand, champ, candidate="c", champion="m1")
+
+    assert run({"mnist-test": 0.005, "v2": 0.03}).passed           # 0.03 < 1 SE (0.040) on 60 images
+    assert not run({"mnist-test": 0.005, "v2": 0.03}, noise_z=0).passed
+    failed = run({"mnist-test": 0.005, "v2": 0.05})
+    assert not failed.passed and "forgets slice v2" in failed.violations[0].text()
+    assert not run({"mnist-test": 0.02, "v2": 0.0}).passed          # 10,000 images: the 1-point rule holds

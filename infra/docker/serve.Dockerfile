@@ -1,0 +1,20 @@
+# Serving image: the Seldon Core 1.17.1 Python wrapper (Apache-2.0) and ONNX Runtime only; no
+# TensorFlow, PyTorch or Prefect. The SeldonDeployment runs `python -m serving.server`.
+#   docker build -f infra/docker/serve.Dockerfile -t ghcr.io/mnist-continual/serving:<sha> .
+# Not built here (no Docker engine on the development machine); CI builds it.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /opt/mnist-continual
+COPY serving/requirements.txt serving/requirements-patched.txt serving/
+# seldon-core's pins first, then the patched gunicorn / Werkzeug / Flask over them
+# (CVE-2024-1135; see the README's serving section and serving/requirements-patched.txt).
+RUN pip install -r serving/requirements.txt \
+ && pip install -r serving/requirements-patched.txt \
+ && python -c "import seldon_core.wrapper, onnxruntime, gunicorn; print('gunicorn', gunicorn.__version__)"
+COPY serving serving
+COPY mnistcl/__init__.py mnistcl/predlog.py mnistcl/registry.py mnistcl/storage.py mnistcl/images.py mnistcl/
+RUN useradd --uid 10001 --no-create-home mnistcl
+USER 10001
+EXPOSE 9000 6000
+CMD ["python", "-m", "serving.server", "--host", "0.0.0.0", "--port", "9000", "--metrics-port", "6000"]

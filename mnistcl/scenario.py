@@ -1,0 +1,401 @@
+"""The continual-learning scenario: cohorts of new users stream digits through the real model
+server; monitoring alerts and triggers retraining (through Prefect, or in-process); new champions
+are validated, promoted and hot-swapped; a report with plots and continual-learning metrics.
+
+  load_scenario(path)        the cohorts and their schedule (configs/scenario.yaml)
+  Cohorts                    each cohort's stream and held-out evaluation digits (shifted MNIST test)
+  run_scenario(settings, …)  the whole run; returns the report data and writes report.md + plots
+
+Accuracy matrix R[i][j]: the champion in service at the end of cohort i, on cohort j's held-out
+digits. ACC = mean_j R[T][j]; BWT = mean_{i<T} (R[T][i] - R[i][i]); forgetting of cohort j =
+max_{i<T} R[i][j] - R[T][j] (Lopez-Paz & Ranzato 2017; Chaudhry et al. 2018).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from mnistcl.shifts import SHIFTS, apply
+
+DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent / "configs" / "scenario.yaml"
+
+
+class ScenarioError(ValueError):
+    """The scenario file is invalid; the message names the field."""
+
+
+@dataclass
+class Cohort:
+    name: str
+    shifts: dict[str, float]
+
+
+@dataclass
+class Scenario:
+    cohorts: list[Cohort]
+    seed: int = 0
+    stream_images: int = 1000
+    eval_images: int = 400
+    digits_per_request: tuple[int, int] = (1, 4)
+    feedback_fraction: float = 0.6
+    feedback_delay: int = 25
+    strategy: str = "finetune-replay"
+    monitoring: dict = field(default_factory=dict)
+    source: str = ""
+
+
+def load_scenario(path: Path | str | None = None, **overrides) -> Scenario:
+    path = Path(path) if path else DEFAULT_SCENARIO
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ScenarioError(f"scenario file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"scenario file {path} is not valid YAML: {exc}") from None
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    known = {"seed", "stream_images", "eval_images", "digits_per_request", "feedback", "strategy", "monitoring",
+             "cohorts"}
+    if set(raw) - known:
+        raise ScenarioError(f"scenario {path}: unknown fields {sorted(set(raw) - known)}")
+    cohorts = []
+    for i, c in enumerate(raw.get("cohorts") or []):
+        if not isinstance(c, dict) or not c.get("name"):
+            raise ScenarioError(f"scenario {path}: cohort {i} needs a name")
+        shifts = c.get("shifts") or {}
+        bad = [k for k in shifts if k not in SHIFTS]
+        if bad:
+            raise ScenarioError(f"cohort {c['name']!r}: unknown shifts {bad}; known: {', '.join(sorted(SHIFTS))}")
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in shifts.values()):
+            raise ScenarioError(f"cohort {c['name']!r}: shift severities must be numbers, got {shifts}")
+        cohorts.append(Cohort(str(c["name"]), {k: float(v) for k, v in shifts.items()}))
+    if not cohorts:
+        raise ScenarioError(f"scenario {path}: no cohorts")
+    fb = raw.get("feedback") or {}
+    lo, hi = raw.get("digits_per_request", [1, 4])
+    sc = Scenario(cohorts=cohorts, seed=int(raw.get("seed", 0)), stream_images=int(raw.get("stream_images", 1000)),
+                  eval_images=int(raw.get("eval_images", 400)), digits_per_request=(int(lo), int(hi)),
+                  feedback_fraction=float(fb.get("fraction", 0.6)), feedback_delay=int(fb.get("delay_requests", 25)),
+                  strategy=str(raw.get("strategy", "finetune-replay")), monitoring=raw.get("monitoring") or {},
+                  source=str(path))
+    if not 0 <= sc.feedback_fraction <= 1:
+        raise ScenarioError(f"feedback.fraction must be in [0, 1], got {sc.feedback_fraction}")
+    if not 1 <= lo <= hi <= 64:
+        raise ScenarioError(f"digits_per_request must be [low, high] within 1-64, got {[lo, hi]}")
+    if sc.stream_images < 1 or sc.eval_images < 1:
+        raise ScenarioError("stream_images and eval_images must be positive")
+    return sc
+
+
+class Cohorts:
+    """Each cohort's stream and evaluation digits: disjoint MNIST test digits, shifted."""
+
+    def __init__(self, sc: Scenario, xt: np.ndarray, yt: np.ndarray):
+        need = len(sc.cohorts) * (sc.stream_images + sc.eval_images)
+        if need > len(xt):
+            raise ScenarioError(f"{len(sc.cohorts)} cohorts x {sc.stream_images + sc.eval_images} digits need {need} "
+                                f"test digits; MNIST has {len(xt)}")
+        rng = np.random.default_rng(sc.seed)
+        order = rng.permutation(len(xt))
+        self.stream, self.eval = [], []
+        k = 0
+        for c in sc.cohorts:
+            s_idx = order[k:k + sc.stream_images]
+            e_idx = order[k + sc.stream_images:k + sc.stream_images + sc.eval_images]
+            k += sc.stream_images + sc.eval_images
+            crng = np.random.default_rng(rng.integers(2**31))
+            self.stream.append((_to_u8(apply(xt[s_idx], c.shifts, crng)), yt[s_idx]))
+            self.eval.append((_to_u8(apply(xt[e_idx], c.shifts, crng)), yt[e_idx]))
+        self.rest = (xt[order[k:]], yt[order[k:]])  # test digits no cohort uses
+
+
+def _to_u8(a: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(a * 255), 0, 255).astype(np.uint8)
+
+
+def cl_metrics(R: np.ndarray) -> dict[str, Any]:
+    T = len(R) - 1
+    acc = float(R[T].mean())
+    bwt = float(np.mean([R[T, i] - R[i, i] for i in range(T)])) if T else 0.0
+    forgetting = [float(max(R[i, j] for i in range(T)) - R[T, j]) if T and j < T else 0.0 for j in range(len(R))]
+    return {"ACC": acc, "BWT": bwt, "forgetting": forgetting, "mean_forgetting": float(np.mean(forgetting[:T])) if T else 0.0}
+
+
+class _Onnx:
+    def __init__(self, path: Path):
+        import onnxruntime as ort
+
+        self.s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
+        return float((self.predict(x).argmax(1) == y).mean())
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        xf = x.astype(np.float32) / 255.0
+        return np.concatenate([self.s.run(None, {"image": xf[i:i + 1024]})[0] for i in range(0, len(xf), 1024)])
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def run_scenario(settings, sc: Scenario, out_dir: Path, *, orchestrator: str = "prefect", log=_say) -> dict[str, Any]:
+    """Run the scenario against the registry's champion; write the report to ``out_dir``."""
+    import httpx
+
+    from mnistcl import orchestrate as orch
+    from mnistcl import serve as launch
+    from mnistcl.datasets import find_mnist_csvs, read_mnist_csv
+    from mnistcl.promote import stores
+    from monitoring.check import run_check
+    from monitoring.rules import DEFAULT_CONFIG
+
+    t_start = time.time()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _, reg = stores(settings)
+    static_version = reg.resolve("champion")
+    cache = out_dir / "cache"
+    static = _Onnx(reg.fetch(static_version, "onnx", cache))
+    # A fresh working home for this run (prediction log, monitoring state, outbox, events); the
+    # store and the experiment store are the system's own.
+    run = settings.model_copy(update={"home": out_dir / "run", "storage_url": settings.store_url,
+                                      "experiments_db": str(settings.experiments_db_path), "predictions_db": ""})
+    base = yaml.safe_load(Path(settings.monitoring_config or DEFAULT_CONFIG).read_text())
+    for key, val in sc.monitoring.items():
+        base[key] = {**(base.get(key) or {}), **val} if isinstance(val, dict) else val
+    base.setdefault("trigger", {})["strategy"] = sc.strategy
+    (out_dir / "monitoring.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
+    run = run.model_copy(update={"monitoring_config": str(out_dir / "monitoring.yaml")})
+    xt, yt = read_mnist_csv(find_mnist_csvs()[1], "test")
+    cohorts = Cohorts(sc, xt, yt)
+    log(f"scenario: {len(sc.cohorts)} cohorts x {sc.stream_images} digits through the server, static model "
+        f"{static_version}; retraining via {orchestrator}")
+
+    procs: list[subprocess.Popen] = []
+    prefect_api = None
+    try:
+        if orchestrator == "prefect":
+            port = launch.free_port()
+            prefect_api = f"http://127.0.0.1:{port}/api"
+            phome = out_dir / "prefect"
+            procs.append(orch.start_server(phome, port, out_dir / "prefect-server.log"))
+            if not orch.wait_for_api(prefect_api):
+                raise RuntimeError(f"the Prefect server did not start; see {out_dir / 'prefect-server.log'}")
+            orch.create_pools(prefect_api, phome, kubernetes=False)
+            orch.deploy(prefect_api, phome, ["retrain"])
+            run = run.model_copy(update={"prefect_api_url": prefect_api})
+            env_keys = {"MNISTCL_HOME": str(run.home), "MNISTCL_STORAGE_URL": run.storage_url,
+                        "MNISTCL_EXPERIMENTS_DB": run.experiments_db, "MNISTCL_MONITORING_CONFIG": run.monitoring_config,
+                        "MNISTCL_PREFECT_API_URL": prefect_api, "MNISTCL_WANDB_MODE": settings.wandb_mode}
+            saved = {k: os.environ.get(k) for k in env_keys}
+            os.environ.update(env_keys)
+            try:
+                procs.append(orch.start_worker(prefect_api, phome, out_dir / "prefect-worker.log"))
+            finally:
+                for k, v in saved.items():
+                    os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+            log(f"Prefect server {prefect_api.removesuffix('/api')}: deployment retrain/retrain, worker on mnistcl-local")
+        sport, mport = launch.free_port(), launch.free_port()
+        server = subprocess.Popen(
+            launch.command(port=sport, metrics_port=mport, threads=4, log_level="WARNING"), cwd=launch.ROOT,
+            env=launch.environment(run.store_url, run.predictions_db_path, cache / "server", poll_s=0.5),
+            stdout=open(out_dir / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(server)
+        url = f"http://127.0.0.1:{sport}"
+        if not launch.wait_until_ready(url, timeout=120):
+            raise RuntimeError(f"the model server did not start; see {out_dir / 'server.log'}")
+        log(f"model server {url} serving {static_version}")
+        result = _stream(run, sc, cohorts, static, static_version, url, prefect_api, out_dir, log, httpx, run_check,
+                         reg, orch)
+    finally:
+        for p in reversed(procs):
+            for sig, wait in ((15, 20), (9, 10)):
+                try:
+                    os.killpg(p.pid, sig)
+                    p.wait(wait)
+                    break
+                except ProcessLookupError:
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+    result["seconds"] = time.time() - t_start
+    result["orchestrator"] = orchestrator
+    from mnistcl.report import write_report
+
+    write_report(result, out_dir, run)
+    return result
+
+
+def _stream(run, sc, cohorts, static, static_version, url, prefect_api, out_dir, log, httpx, run_check, reg, orch):
+    from mnistcl.retrain import retrain
+
+    rng = np.random.default_rng(sc.seed + 1)
+    client = httpx.Client(timeout=60)
+    windows: list[dict] = []
+    events: list[dict] = []
+    R, R_static = [], []
+    pending: list[tuple[int, str, list[int]]] = []  # (due request number, request id, labels)
+    n_req = 0
+    served_version = static_version
+    win_served, win_static, win_n, win_versions = 0, 0, 0, set()
+    images_total = 0
+
+    def send_due(force=False):
+        nonlocal pending
+        keep = []
+        for due, rid, labels in pending:
+            if force or due <= n_req:
+                r = client.post(f"{url}/api/v1.0/feedback", json={"request": {"meta": {"tags": {"request_id": rid}}},
+                                                                 "truth": {"data": {"ndarray": labels}}})
+                r.raise_for_status()
+            else:
+                keep.append((due, rid, labels))
+        pending = keep
+
+    def wait_for_swap(version: str, timeout=60.0) -> bool:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                body = client.get(f"{url}/health/status").json()  # the wrapper nests it in jsonData
+                if (body.get("jsonData") or body).get("model_version") == version:
+                    return True
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.3)
+        return False
+
+    def close_window(cohort_idx: int, final: bool):
+        nonlocal win_served, win_static, win_n, win_versions, served_version
+        if win_n == 0:
+            return
+        send_due(force=final)
+        res = run_check(run)
+        w = {"index": len(windows), "cohort": cohort_idx, "cohort_name": sc.cohorts[cohort_idx].name,
+             "images": win_n, "images_total": images_total, "accuracy": win_served / win_n,
+             "static_accuracy": win_static / win_n, "served_versions": sorted(win_versions), "check": res.status}
+        if res.status == "checked":
+            low = next((r.share for r in res.prediction_rules if r.name == "low_confidence"), None)
+            w.update(drift_share=res.drift.share, drifted=res.drift.drifted, low_confidence=low, breach=res.breach,
+                     reasons=res.reasons, decision=res.decision.reason, check_folder=res.folder,
+                     drift_report=res.drift.report_html,
+                     alerts=[a.get("path") or a.get("subject") for a in res.alerts],
+                     events=[e["event"] for e in res.events])
+            log(f"  window {w['index']:2d} ({w['cohort_name']}): served accuracy {w['accuracy']:.3f} "
+                f"(static {w['static_accuracy']:.3f}), drift {res.drift.share:.2f}, low confidence {low:.2f}"
+                + (f" -> {', '.join(w['events'])}" if res.events else ""))
+            if res.decision.retrain:
+                w["retrain"] = _retrain(run, sc, prefect_api, orch, retrain, log)
+                promoted = (w["retrain"].get("gate") or {}).get("promoted")
+                if promoted:
+                    swapped = wait_for_swap(promoted["version"])
+                    w["retrain"]["hot_swapped"] = swapped
+                    served_version = promoted["version"]
+                    log(f"  promoted {promoted['version']} (was {promoted['previous']}); server hot-swapped: {swapped}")
+                events.append({"window": w["index"], **{k: w["retrain"].get(k) for k in ("status", "why", "seconds")},
+                               "version": (w["retrain"].get("gate") or {}).get("version"),
+                               "promoted": bool(promoted)})
+        windows.append(w)
+        win_served = win_static = win_n = 0
+        win_versions = set()
+
+    window_size = int(sc.monitoring.get("window", {}).get("images", 500))
+    lo, hi = sc.digits_per_request
+    for ci, cohort in enumerate(sc.cohorts):
+        x, y = cohorts.stream[ci]
+        log(f"cohort {ci + 1}/{len(sc.cohorts)}: {cohort.name} {cohort.shifts or '(no shift)'}")
+        i = 0
+        static_pred = static.predict(x).argmax(1)
+        while i < len(x):
+            k = int(rng.integers(lo, hi + 1))
+            xb, yb = x[i:i + k], y[i:i + k]
+            r = client.post(f"{url}/api/v1.0/predictions", json={"data": {"ndarray": xb.tolist()}})
+            r.raise_for_status()
+            tags = r.json()["meta"]["tags"]
+            digits = [int(d) for d in tags["digits"]]
+            win_served += int(sum(int(d == t) for d, t in zip(digits, yb, strict=True)))
+            win_static += int((static_pred[i:i + k] == yb).sum())
+            win_n += len(yb)
+            win_versions.add(tags["model_version"])
+            images_total += len(yb)
+            n_req += 1
+            if rng.random() < sc.feedback_fraction:
+                pending.append((n_req + sc.feedback_delay, tags["request_id"], [int(v) for v in yb]))
+            send_due()
+            i += k
+            if win_n >= window_size:
+                close_window(ci, final=False)
+        close_window(ci, final=True)
+        champ = reg.resolve("champion")
+        model = _Onnx(reg.fetch(champ, "onnx", out_dir / "cache"))
+        R.append([model.accuracy(*cohorts.eval[j]) for j in range(len(sc.cohorts))])
+        R_static.append([static.accuracy(*cohorts.eval[j]) for j in range(len(sc.cohorts))])
+        log(f"  end of {cohort.name}: champion {champ}, held-out accuracy on this cohort {R[-1][ci]:.3f} "
+            f"(static {R_static[-1][ci]:.3f})")
+    client.close()
+    R_arr, S_arr = np.array(R), np.array(R_static)
+    return {"scenario": sc.source, "cohorts": [{"name": c.name, "shifts": c.shifts} for c in sc.cohorts],
+            "static_version": static_version, "final_champion": reg.resolve("champion"), "windows": windows,
+            "retrains": events, "R": R_arr.tolist(), "R_static": S_arr.tolist(), "metrics": cl_metrics(R_arr),
+            "metrics_static": cl_metrics(S_arr), "requests": n_req, "images": images_total,
+            "strategy": sc.strategy}
+
+
+def _retrain(run, sc, prefect_api, orch, retrain, log) -> dict:
+    """Wait for the retraining the event started (Prefect), or run it here (local)."""
+    t0 = time.time()
+    if prefect_api is None:
+        log("  retraining (in-process) ...")
+        out = retrain(run, strategy=sc.strategy, reason="scenario: monitoring breach", cooldown_hours=0)
+        out["seconds"] = time.time() - t0
+        return out
+    import httpx
+
+    log("  waiting for the retrain flow run the event started in Prefect ...")
+    deadline = time.time() + 900
+    run_id = None
+    while time.time() < deadline:
+        runs = [r for r in orch.flow_runs(prefect_api, "retrain/retrain")
+                if r["parameters"].get("reason", "").startswith("mnistcl.")]
+        fresh = [r for r in runs if r["id"] not in _seen_runs]
+        if fresh:
+            run_id = fresh[0]["id"]
+            _seen_runs.add(run_id)
+            break
+        time.sleep(1)
+    if run_id is None:
+        return {"status": "failed", "why": "no retrain flow run appeared in Prefect", "seconds": time.time() - t0}
+    while time.time() < deadline:
+        fr = httpx.get(f"{prefect_api}/flow_runs/{run_id}", timeout=10).json()
+        if fr["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            break
+        time.sleep(1)
+    result = _flow_result(prefect_api, run_id) or {"status": fr["state_type"].lower(), "why": fr["state"]["message"]}
+    result.update(seconds=time.time() - t0, flow_run=fr["name"], flow_run_id=run_id, flow_state=fr["state_type"])
+    return result
+
+
+_seen_runs: set[str] = set()
+
+
+def _flow_result(api: str, run_id: str) -> dict | None:
+    """The retrain flow's return value, read back from its artifact's JSON twin."""
+    import httpx
+
+    arts = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}},
+                      timeout=10).json()
+    for a in arts:
+        if a.get("key") == "retrain-result":
+            try:
+                return json.loads(a["data"].split("```json\n", 1)[1].rsplit("```", 1)[0])
+            except (IndexError, ValueError):
+                return None
+    return None
