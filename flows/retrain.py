@@ -15,7 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 
 @flow(name="retrain", log_prints=True)
 def retrain(strategy: str | None = None, reason: str = "manual", force: bool = False, epochs: int | None = None,
-            replay: float = 1.0, config: str | None = None) -> dict:
+            replay: float = 2.0, config: str | None = None) -> dict:
     """Retrain on the newly labelled production data with ``strategy`` (finetune-replay, full,
     automl; default from configs/monitoring.yaml), validate against the champion, promote if it passes."""
     from pathlib import Path

@@ -798,7 +798,7 @@ def serve(
 def predict_cmd(
     ctx: typer.Context,
     images: Annotated[list[Path], typer.Argument(help="PNG files (28x28 grayscale), sent in one request.")],
-    url: Annotated[str | None, typer.Option(help="Server URL (default http://127.0.0.1:<serve_port>).")] = None,
+    url: Annotated[str | None, typer.Option(help="Server URL (default http://127.0.0.1:SERVE_PORT).")] = None,
 ) -> None:
     """Read digits in PNG images through the running server.
 
@@ -850,7 +850,7 @@ def _parse_since(text: str | None) -> float:
 @app.command("smoke")
 def smoke(
     ctx: typer.Context,
-    url: Annotated[str | None, typer.Option(help="Server URL (default http://127.0.0.1:<serve_port>); e.g. the staging ingress.")] = None,
+    url: Annotated[str | None, typer.Option(help="Server URL (default http://127.0.0.1:SERVE_PORT); e.g. the staging ingress.")] = None,
     digits: Annotated[int, typer.Option(min=1, help="Real MNIST test digits to send.")] = 64,
     per_request: Annotated[int, typer.Option(min=1, max=64, help="Digits per request.")] = 4,
     min_accuracy: Annotated[float, typer.Option(min=0, max=1, help="Fail below this accuracy.")] = 0.9,
@@ -1072,8 +1072,8 @@ def retrain_cmd(
              "automl (the sweep). Default: configs/monitoring.yaml.")] = None,
     reason: Annotated[str, typer.Option(help="Why (kept in the registry and the report).")] = "manual",
     force: Annotated[bool, typer.Option(help="Ignore the cooldown and retrain even without new data.")] = False,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: 3 for fine-tuning, the champion's for full).")] = None,
-    replay: Annotated[float, typer.Option(min=0, help="Old images replayed per new image when fine-tuning.")] = 1.0,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: 5 for fine-tuning, the champion's for full).")] = None,
+    replay: Annotated[float, typer.Option(min=0, help="Old images replayed per new image when fine-tuning.")] = 2.0,
 ) -> None:
     """Retrain on newly labelled production data, validate against the champion, promote if it passes.
 
@@ -1187,7 +1187,7 @@ app.add_typer(scenario_app, name="scenario")
 def scenario_run(
     ctx: typer.Context,
     scenario: Annotated[Path | None, typer.Option(help="Cohorts and schedule (default configs/scenario.yaml).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Report folder (default <home>/scenario/<time>).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder (default: the home folder's scenario/TIME).")] = None,
     orchestrator: Annotated[str, typer.Option(
         help="prefect: events trigger the retrain deployment on a local Prefect server and a worker runs it; "
              "local: the same retraining in-process.")] = "prefect",

@@ -5,8 +5,8 @@ exclusive lock under <home>/monitoring), and not again within the cooldown unles
 
   1. data      the newly labelled production inputs (feedback since the last retraining) become
                a new dataset version on top of the latest one
-  2. train     finetune-replay: the champion's weights, trained on the new data plus an equal
-               share of replayed old data, at a quarter of its learning rate (default)
+  2. train     finetune-replay: the champion's weights, trained on the new data plus twice as
+               many replayed old images, at half its learning rate, 5 epochs (default)
                full: the champion's family and configuration from scratch on all data so far
                automl: the AutoML sweep (quick profile) on the new version, with its own gate
   3. validate  the gate against the champion on every slice: MNIST test, each earlier
@@ -28,6 +28,9 @@ from mnistcl.events import announce_dataset_version
 from models.common import NullReporter, TrainData
 
 STRATEGIES = ("finetune-replay", "full", "automl")
+# Fine-tuning recipe, chosen with bench/continual.py on the demo's cohorts: 5 epochs at half the
+# champion's learning rate over the new digits plus twice as many replayed older ones.
+FINETUNE_EPOCHS = 5
 
 
 @dataclass
@@ -71,7 +74,7 @@ def prepare_data(settings, state_update, log=_log) -> PreparedData:
                         champion_dataset=champion_dataset)
 
 
-def training_data(settings, prep: PreparedData, strategy: str, *, replay: float = 1.0, max_images: int | None = None,
+def training_data(settings, prep: PreparedData, strategy: str, *, replay: float = 2.0, max_images: int | None = None,
                   seed: int = 0) -> tuple[TrainData, dict]:
     """The images a strategy trains on, and counts for the report."""
     from mnistcl.promote import stores
@@ -114,7 +117,7 @@ def train_candidate(settings, prep: PreparedData, strategy: str, td: TrainData, 
     champ = reg.get(prep.champion)
     if strategy == "finetune-replay":
         native = reg.fetch(prep.champion, "native", settings.home_dir / "cache" / "models")
-        model = finetune(champ.family, native, champ.config, td, NullReporter(), epochs=epochs or 3, seed=seed)
+        model = finetune(champ.family, native, champ.config, td, NullReporter(), epochs=epochs or FINETUNE_EPOCHS, seed=seed)
     elif strategy == "full":
         mod = family_module(champ.family)
         cfg = mod.Config(**{**champ.config, **({"epochs": epochs} if epochs else {}), "seed": seed})
@@ -157,7 +160,7 @@ def gate_register_promote(settings, prep: PreparedData, files: dict[str, Path], 
 
 
 def retrain(settings, *, strategy: str = "finetune-replay", reason: str = "manual", force: bool = False,
-            epochs: int | None = None, replay: float = 1.0, max_images: int | None = None,
+            epochs: int | None = None, replay: float = 2.0, max_images: int | None = None,
             gate_path: Path | None = None, cooldown_hours: float | None = None, log=_log) -> dict[str, Any]:
     """One retraining, end to end; returns what happened (status promoted, rejected or skipped)."""
     from monitoring.rules import load_config

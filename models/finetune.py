@@ -1,7 +1,7 @@
 """Continue training a registered model on new data (the retrain flow's fine-tuning strategy).
 
 Works for every family from its native artifact: torchnet from safetensors, the Keras families
-from their .keras file. The learning rate is the model's own, scaled down, so the new data moves
+from their .keras file. The learning rate is the model's own, halved, so the new data moves
 the weights without wiping out what they knew; replaying old data alongside is the caller's job.
 """
 
@@ -14,7 +14,7 @@ from models.common import Reporter, TrainData
 
 
 def finetune(family: str, native_path: Path, config: dict, data: TrainData, reporter: Reporter, *,
-             epochs: int = 2, lr_scale: float = 0.25, seed: int = 0):
+             epochs: int = 5, lr_scale: float = 0.5, seed: int = 0):
     """A new model (with .export()) trained from ``native_path``'s weights on ``data``."""
     if family == "torchnet":
         from models import torchnet

@@ -132,7 +132,7 @@ def test_drift_triggers_once_then_retraining_from_feedback_promotes(champion_hom
     assert new.parent_model == "m1" and new.dataset == "v2" and "retrain (finetune-replay)" in new.note
     assert gate["accuracy"]["v2"] > gate["champion_accuracy"]["v2"] + 0.05, gate  # it learned the new writing
     assert out["status"] == "promoted" and reg.alias("champion") == gate["version"], gate["violations"]
-    assert out["train_images"] == {"new": 720, "replayed": 720, "val_slice": "v2"}
+    assert out["train_images"] == {"new": 720, "replayed": 1440, "val_slice": "v2"}  # replay 2:1
     st = MonitorState(s.monitoring_dir).read()
     assert st["last_retrain_started"] and st["last_retrain_finished"] >= st["last_retrain_started"]
     assert not lock.running()
