@@ -82,7 +82,7 @@ def plot_monitoring(result: dict, out: Path, drift_share: float, low_conf_max: f
 def plot_matrix(result: dict, out: Path) -> Path:
     plt = _plt()
     names = [c["name"] for c in result["cohorts"]]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.8), sharey=True)
     for ax, key, title in ((axes[0], "R", "continual pipeline"), (axes[1], "R_static", "static model")):
         R = np.array(result[key])
         im = ax.imshow(R, vmin=0.3, vmax=1.0, cmap="viridis")
@@ -94,6 +94,7 @@ def plot_matrix(result: dict, out: Path) -> Path:
         ax.set_yticks(range(len(names)), [f"after {n}" for n in names], fontsize=8)
         ax.set_xlabel("evaluated on cohort (held-out digits)")
         ax.set_title(f"Accuracy matrix R[i][j]: {title}")
+    axes[1].tick_params(labelleft=False)  # shared rows: the labels once, on the left
     fig.colorbar(im, ax=axes, shrink=0.8)
     fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
