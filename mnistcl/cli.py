@@ -1156,21 +1156,13 @@ def prefect_up(
     except KeyboardInterrupt:
         pass
     finally:
-        import subprocess
+        from mnistcl import serve as launch
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not abandon the cleanup
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         console.print("stopping the worker and the server")
         for p in reversed(procs):
-            for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-                try:
-                    os.killpg(p.pid, sig)
-                    p.wait(wait)
-                    break
-                except ProcessLookupError:
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+            launch.stop(p)
 
 
 def _config_arg(ctx: typer.Context) -> str | None:

@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -81,15 +80,9 @@ def start_server(home: Path, port: int, log: Path) -> subprocess.Popen:
 
 
 def wait_for_api(api_url: str, timeout: float = 240.0) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    return False
+    from mnistcl.serve import wait_http_ok
+
+    return wait_http_ok(f"{api_url}/health", timeout, interval=0.5)
 
 
 def _prefect(args: list[str], api_url: str, home: Path, check: bool = True) -> subprocess.CompletedProcess:

@@ -218,15 +218,7 @@ def run_scenario(settings, sc: Scenario, out_dir: Path, *, orchestrator: str = "
                          reg, orch)
     finally:
         for p in reversed(procs):
-            for sig, wait in ((15, 20), (9, 10)):
-                try:
-                    os.killpg(p.pid, sig)
-                    p.wait(wait)
-                    break
-                except ProcessLookupError:
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+            launch.stop(p)
     result["seconds"] = time.time() - t_start
     result["orchestrator"] = orchestrator
     from mnistcl.report import write_report

@@ -41,16 +41,37 @@ def command(*, host: str = "127.0.0.1", port: int, metrics_port: int, workers: i
     return args + (["--log-level", log_level] if log_level else [])
 
 
-def wait_until_ready(url: str, timeout: float = 60.0) -> bool:
-    """Poll ``/health/status`` until the server answers 200; False after ``timeout`` seconds."""
+def wait_http_ok(url: str, timeout: float, interval: float = 0.3) -> bool:
+    """Poll ``url`` until it answers 200; False after ``timeout`` seconds."""
     import httpx
 
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            if httpx.get(f"{url}/health/status", timeout=1).status_code == 200:
+            if httpx.get(url, timeout=2).status_code == 200:
                 return True
         except httpx.HTTPError:
             pass
-        time.sleep(0.3)
+        time.sleep(interval)
     return False
+
+
+def wait_until_ready(url: str, timeout: float = 60.0) -> bool:
+    """Poll the model server's ``/health/status`` until it answers 200."""
+    return wait_http_ok(f"{url}/health/status", timeout)
+
+
+def stop(proc, term_wait: float = 20.0, kill_wait: float = 10.0) -> None:
+    """Stop a process started with ``start_new_session``: its whole group, SIGTERM, then SIGKILL."""
+    import signal
+    import subprocess
+
+    for sig, wait in ((signal.SIGTERM, term_wait), (signal.SIGKILL, kill_wait)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
