@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from mnistcl.settings import read_yaml
+
 DEFAULT_DEPLOY = Path(__file__).resolve().parent.parent / "configs" / "deploy.yaml"
 SCHEMA = Path(__file__).resolve().parent.parent / "serving" / "seldondeployment.schema.json"
 HTTP_PORT, METRICS_PORT = 9000, 6000
@@ -28,7 +30,7 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def load_env(env: str, path: Path | None = None) -> dict:
-    raw = yaml.safe_load(Path(path or DEFAULT_DEPLOY).read_text())
+    raw = read_yaml(Path(path or DEFAULT_DEPLOY), "deploy config", DeployError)
     envs = raw.get("envs") or {}
     if env not in envs:
         raise DeployError(f"unknown environment {env!r}; defined: {', '.join(envs)}")

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from mnistcl.settings import read_yaml
 from mnistcl.shifts import SHIFTS, apply
 
 DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent / "configs" / "scenario.yaml"
@@ -55,12 +56,7 @@ class Scenario:
 
 def load_scenario(path: Path | str | None = None, **overrides) -> Scenario:
     path = Path(path) if path else DEFAULT_SCENARIO
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ScenarioError(f"scenario file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"scenario file {path} is not valid YAML: {exc}") from None
+    raw = read_yaml(path, "scenario file", ScenarioError)
     raw.update({k: v for k, v in overrides.items() if v is not None})
     known = {"seed", "stream_images", "eval_images", "digits_per_request", "feedback", "strategy", "monitoring",
              "cohorts"}
@@ -169,7 +165,7 @@ def run_scenario(settings, sc: Scenario, out_dir: Path, *, orchestrator: str = "
     # store and the experiment store are the system's own.
     run = settings.model_copy(update={"home": out_dir / "run", "storage_url": settings.store_url,
                                       "experiments_db": str(settings.experiments_db_path), "predictions_db": ""})
-    base = yaml.safe_load(Path(settings.monitoring_config or DEFAULT_CONFIG).read_text())
+    base = read_yaml(Path(settings.monitoring_config or DEFAULT_CONFIG), "monitoring config", ScenarioError)
     for key, val in sc.monitoring.items():
         base[key] = {**(base.get(key) or {}), **val} if isinstance(val, dict) else val
     base.setdefault("trigger", {})["strategy"] = sc.strategy

@@ -142,13 +142,19 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, what: str, error: type[Exception] = ValueError) -> Any:
+    """A YAML file's content (empty: {}); ``error`` names ``what`` and the path when the file is
+    missing or not YAML. Every configuration file of the project is read through here."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file {path} does not exist") from exc
+        return yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        raise error(f"{what} {path} is not valid YAML: {exc}") from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    data = read_yaml(path, "config file", ConfigError)
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping, not {type(data).__name__}")
     return data

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, Field
+
+from mnistcl.settings import read_yaml
 
 DEFAULT_GATE = Path(__file__).resolve().parent.parent / "configs" / "gate.yaml"
 
@@ -46,10 +47,7 @@ class GateConfig(BaseModel):
 
 def load_gate(path: Path | None = None) -> GateConfig:
     path = Path(path or DEFAULT_GATE)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ValueError(f"gate config {path} does not exist") from None
+    raw = read_yaml(path, "gate config")
     try:
         return GateConfig.model_validate(raw)
     except ValueError as exc:

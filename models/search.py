@@ -12,8 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from mnistcl.settings import read_yaml
 from models.common import ParamError, make_config, parse_values
 
 FAMILIES = ("convnet", "vgg", "torchnet")
@@ -53,12 +52,7 @@ class SearchSpace:
 
 def load_search_space(path: Path | None = None) -> SearchSpace:
     path = Path(path or DEFAULT_SEARCH_SPACE)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ParamError(f"search space file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ParamError(f"search space file {path} is not valid YAML: {exc}") from None
+    raw = read_yaml(path, "search space file", ParamError)
     if not isinstance(raw, dict) or not isinstance(raw.get("families"), dict):
         raise ParamError(f"{path}: needs a 'families' mapping (family -> hyperparameter -> values)")
     families: dict[str, dict[str, str]] = {}

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
+from mnistcl.settings import read_yaml
 from monitoring.drift import DriftConfig
 from monitoring.features import STATS
 
@@ -114,12 +114,7 @@ def parse_input_rule(d: dict) -> InputRule:
 
 def load_config(path: Path | str | None = None) -> MonitoringConfig:
     path = Path(path) if path else DEFAULT_CONFIG
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise MonitoringConfigError(f"monitoring config {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise MonitoringConfigError(f"monitoring config {path} is not valid YAML: {exc}") from None
+    raw = read_yaml(path, "monitoring config", MonitoringConfigError)
     known = {"window", "input_rules", "prediction_rules", "drift", "reference_images", "trigger"}
     if not isinstance(raw, dict) or set(raw) - known:
         raise MonitoringConfigError(f"monitoring config {path}: unknown sections "
