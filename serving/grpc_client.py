@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
-import time
 
 import numpy as np
 
@@ -47,37 +45,18 @@ def to_json(msg) -> dict:
 def load(target: str, images: np.ndarray, seconds: float, concurrency: int) -> dict:
     import grpc
 
+    from serving.loadgen import drive
+
     msg = message(images)
-    lat, codes, ids, lock = [], {}, [], threading.Lock()
-    stop = time.perf_counter() + seconds
 
-    def worker():
-        s = stub(target)
-        while time.perf_counter() < stop:
-            t = time.perf_counter()
-            try:
-                r = s.Predict(msg, timeout=30)
-                code, rid = "OK", r.meta.tags["request_id"].string_value
-            except grpc.RpcError as exc:
-                code, rid = exc.code().name, None
-            dt = time.perf_counter() - t
-            with lock:
-                codes[code] = codes.get(code, 0) + 1
-                if rid:
-                    lat.append(dt)
-                    ids.append(rid)
+    def send(s):
+        try:
+            r = s.Predict(msg, timeout=30)
+        except grpc.RpcError as exc:
+            return exc.code().name, False, None, True
+        return "OK", True, r.meta.tags["request_id"].string_value, False
 
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    return {"requests": sum(codes.values()), "ok": codes.get("OK", 0), "codes": codes,
-            "errors_5xx": sum(v for k, v in codes.items() if k != "OK"), "rps": codes.get("OK", 0) / wall,
-            "p50_ms": float(np.percentile(lat, 50) * 1e3) if lat else None,
-            "p99_ms": float(np.percentile(lat, 99) * 1e3) if lat else None, "ids": ids}
+    return drive(lambda: stub(target), send, seconds, concurrency)
 
 
 def main(argv=None) -> None:
