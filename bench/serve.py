@@ -19,50 +19,33 @@ import os
 import sqlite3
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 
+from mnistcl import serve as launch
 from mnistcl.serve import free_port
+from serving.loadgen import drive
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
 
 
-def load(url: str, body: dict, seconds: float, concurrency: int, request_id=lambda r: r.json()["meta"]["tags"]["request_id"]) -> dict:
-    lat, codes, ids, lock = [], {}, [], threading.Lock()
-    stop = time.perf_counter() + seconds
+def load(url: str, body: dict, seconds: float, concurrency: int,
+         request_id=lambda r: r.json()["meta"]["tags"]["request_id"]) -> dict:
+    """POST ``body`` to ``url`` back to back from ``concurrency`` threads for ``seconds``."""
 
-    def worker():
-        with httpx.Client(timeout=30) as c:
-            while time.perf_counter() < stop:
-                t = time.perf_counter()
-                try:
-                    r = c.post(url, json=body)
-                    code = r.status_code
-                except httpx.HTTPError:
-                    code = 0
-                dt = time.perf_counter() - t
-                with lock:
-                    codes[code] = codes.get(code, 0) + 1
-                    if code == 200:
-                        lat.append(dt)
-                        ids.append(request_id(r))
+    def send(client: httpx.Client):
+        try:
+            r = client.post(url, json=body)
+        except httpx.HTTPError:
+            return 0, False, None, True
+        ok = r.status_code == 200
+        return r.status_code, ok, request_id(r) if ok else None, r.status_code >= 500
 
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    return {"requests": sum(codes.values()), "ok": codes.get(200, 0), "codes": {str(k): v for k, v in codes.items()},
-            "errors_5xx": sum(v for k, v in codes.items() if k >= 500 or k == 0),
-            "rps": codes.get(200, 0) / wall, "p50_ms": float(np.percentile(lat, 50) * 1e3) if lat else None,
-            "p99_ms": float(np.percentile(lat, 99) * 1e3) if lat else None, "ids": ids}
+    return drive(lambda: httpx.Client(timeout=30), send, seconds, concurrency)
 
 
 def start_mlserver(python: Path, onnx_path: Path, work: Path) -> tuple[subprocess.Popen, str]:
@@ -86,7 +69,7 @@ def start_mlserver(python: Path, onnx_path: Path, work: Path) -> tuple[subproces
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    os.killpg(proc.pid, 15)
+    launch.stop(proc)
     raise RuntimeError("MLServer did not start: " + (work / "mlserver.log").read_text()[-2000:])
 
 
@@ -116,7 +99,6 @@ def main(argv=None) -> dict:
                     help="python of an environment with MLServer (skipped if missing)")
     args = ap.parse_args(argv)
 
-    from mnistcl import serve as launch
     from mnistcl.datasets import find_mnist_csvs, read_mnist_csv
     from mnistcl.registry import Registry
     from mnistcl.storage import LocalStorage
@@ -126,16 +108,11 @@ def main(argv=None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     onnx_path = reg.fetch(champion, "onnx", work / "cache")
     xt, _ = read_mnist_csv(find_mnist_csvs()[1], "test")
-    port, mport = free_port(), free_port()
-    env = launch.environment(args.store, work / "pred.db", work / "cache")
-    proc = subprocess.Popen(launch.command(port=port, metrics_port=mport, workers=args.workers, threads=args.threads,
-                                           log_level="WARNING"),
-                            cwd=ROOT, env=env, start_new_session=True,
-                            stdout=open(work / "log", "w"), stderr=subprocess.STDOUT)
+    port = free_port()
+    proc = launch.start(args.store, work / "pred.db", work / "cache", work / "log", port=port, metrics_port=free_port(),
+                        workers=args.workers, threads=args.threads)
     url = f"http://127.0.0.1:{port}/api/v1.0/predictions"
     try:
-        if not launch.wait_until_ready(f"http://127.0.0.1:{port}"):
-            raise RuntimeError("the Seldon server did not start: " + (work / "log").read_text()[-2000:])
         result = {"champion": champion, "workers": args.workers, "threads": args.threads, "seconds": args.seconds,
                   "cases": {}}
         all_ids = []
@@ -165,16 +142,14 @@ def main(argv=None) -> dict:
                         print(f"{n:2d} digits, concurrency {conc}: MLServer {r['rps']:.0f} req/s, p50 {r['p50_ms']:.1f} ms, "
                               f"p99 {r['p99_ms']:.1f} ms, 5xx {r['errors_5xx']}", flush=True)
             finally:
-                os.killpg(ml_proc.pid, 15)
-                ml_proc.wait(15)
+                launch.stop(ml_proc)
         with sqlite3.connect(work / "pred.db") as c:
             logged = {row[0] for row in c.execute("SELECT DISTINCT request_id FROM predictions")}
         result["accepted"] = len(all_ids)
         result["missing_from_log"] = len(set(all_ids) - logged)
         print(f"accepted {len(all_ids)} requests, missing from the log: {result['missing_from_log']}")
     finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(15)
+        launch.stop(proc)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -116,18 +116,13 @@ def main(argv=None) -> dict:
     print("in-process breakdown, 16 digits (ms):", json.dumps(result["breakdown_16"], indent=1), flush=True)
     accepted, db_files = [], []
     for workers, threads in LAYOUTS:
-        port, mport, gport = free_port(), free_port(), free_port()
+        port, gport = free_port(), free_port()
         db = work / f"pred-{workers}x{threads}.db"
         db_files.append(db)
-        proc = subprocess.Popen(launch.command(port=port, metrics_port=mport, workers=workers, threads=threads,
-                                               log_level="WARNING", grpc_port=gport),
-                                cwd=ROOT, env=launch.environment(args.store, db, work / "cache"), start_new_session=True,
-                                stdout=open(work / f"log-{workers}x{threads}", "w"), stderr=subprocess.STDOUT)
+        proc = launch.start(args.store, db, work / "cache", work / f"log-{workers}x{threads}", port=port,
+                            metrics_port=free_port(), workers=workers, threads=threads, grpc_port=gport)
         layout = result["layouts"][f"{workers}x{threads}"] = {}
         try:
-            if not launch.wait_until_ready(f"http://127.0.0.1:{port}"):
-                raise RuntimeError("the server did not start: " + (work / f"log-{workers}x{threads}").read_text()[-2000:])
-            time.sleep(1.0)  # the gRPC process loads its model alongside
             for n in SIZES:
                 x = xt[:n]
                 raw_rps = result["raw_onnx"][str(n)]["rps"]
@@ -144,8 +139,7 @@ def main(argv=None) -> dict:
                           f"{r['images_per_s']:6.0f} img/s p50 {r['p50_ms']:6.1f} ms p99 {r['p99_ms']:6.1f} ms "
                           f"errors {r['errors_5xx']}  ({r['ratio_to_raw_onnx']:.3f} of raw ONNX)", flush=True)
         finally:
-            os.killpg(proc.pid, 15)
-            proc.wait(15)
+            launch.stop(proc)
     logged = set()
     for db in db_files:
         with sqlite3.connect(db) as c:

@@ -1121,7 +1121,6 @@ def prefect_up(
 
       mnistcl prefect up          # then open http://127.0.0.1:4200
     """
-    import os
     import signal
 
     from mnistcl import orchestrate as orch
@@ -1141,8 +1140,8 @@ def prefect_up(
         console.print("work pools: mnistcl-local (process)" + (", mnistcl-k8s (kubernetes, GPU)" if k8s else ""))
         orch.deploy(api, home)
         console.print("deployments: automl/train, monitor/monitor (every 5 min), retrain/retrain (events + weekly)")
-        os.environ["MNISTCL_PREFECT_API_URL"] = api  # flows announce their events to this server
-        procs.append(orch.start_worker(api, home, logs / "prefect-worker.log"))
+        # flows announce their events to this server
+        procs.append(orch.start_worker(api, home, logs / "prefect-worker.log", env={"MNISTCL_PREFECT_API_URL": api}))
         console.print(f"worker on mnistcl-local (log {logs / 'prefect-worker.log'}); UI http://127.0.0.1:{port}; "
                       f"Ctrl-C stops everything")
 
@@ -1214,7 +1213,7 @@ def scenario_run(
     if not launch.SERVE_PYTHON.exists():
         _fail("the serving environment is missing: run `make venv-serve`")
     try:
-        _store_reg(settings).resolve("champion")
+        _registry(settings).resolve("champion")
     except RegistryError:
         _fail("no champion yet: run `mnistcl train` (or `mnistcl demo`) first")
     use_local_prefect(settings)
@@ -1226,12 +1225,6 @@ def scenario_run(
                   f"{m['mean_forgetting']:.4f}; {sum(r['promoted'] for r in result['retrains'])} promotions from "
                   f"{len(result['retrains'])} retrainings; {result['seconds']:.0f} s")
     console.print(f"report: [bold]{folder / 'report.md'}[/bold] (plots and scenario.json beside it)")
-
-
-def _store_reg(settings):
-    from mnistcl.promote import stores
-
-    return stores(settings)[1]
 
 
 @app.command("demo")

@@ -109,19 +109,19 @@ def deploy(api_url: str, home: Path, names: list[str] | None = None) -> str:
     return _prefect(args, api_url, home).stdout
 
 
-def start_worker(api_url: str, home: Path, log: Path, pool: str = LOCAL_POOL) -> subprocess.Popen:
-    return subprocess.Popen([prefect_bin(), "worker", "start", "--pool", pool], env=prefect_env(api_url, home), cwd=ROOT,
+def start_worker(api_url: str, home: Path, log: Path, pool: str = LOCAL_POOL,
+                 env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A worker on ``pool``; ``env`` (e.g. MNISTCL_* settings) reaches every flow run it starts."""
+    return subprocess.Popen([prefect_bin(), "worker", "start", "--pool", pool],
+                            env={**prefect_env(api_url, home), **(env or {})}, cwd=ROOT,
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def flow_runs(api_url: str, deployment: str | None = None) -> list[dict]:
-    """Flow runs, newest first; only those of ``flow/deployment`` names like 'retrain/retrain' if given."""
+    """Flow runs, newest first; only those of ``flow/deployment`` names like 'retrain/retrain' if given
+    (filtered by the server)."""
     body: dict = {"sort": "EXPECTED_START_TIME_DESC", "limit": 200}
-    runs = httpx.post(f"{api_url}/flow_runs/filter", json=body, timeout=10).json()
-    if deployment is None:
-        return runs
-    flow_name, dep_name = deployment.split("/")
-    deps = httpx.post(f"{api_url}/deployments/filter", json={"deployments": {"name": {"any_": [dep_name]}}},
-                      timeout=10).json()
-    ids = {d["id"] for d in deps if d.get("name") == dep_name}
-    return [r for r in runs if r.get("deployment_id") in ids]
+    if deployment is not None:
+        flow_name, dep_name = deployment.split("/")
+        body.update(flows={"name": {"any_": [flow_name]}}, deployments={"name": {"any_": [dep_name]}})
+    return httpx.post(f"{api_url}/flow_runs/filter", json=body, timeout=10).json()

@@ -14,7 +14,6 @@ max_{i<T} R[i][j] - R[T][j] (Lopez-Paz & Ranzato 2017; Chaudhry et al. 2018).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -145,13 +144,10 @@ def _say(msg: str) -> None:
 
 def run_scenario(settings, sc: Scenario, out_dir: Path, *, orchestrator: str = "prefect", log=_say) -> dict[str, Any]:
     """Run the scenario against the registry's champion; write the report to ``out_dir``."""
-    import httpx
-
     from mnistcl import orchestrate as orch
     from mnistcl import serve as launch
     from mnistcl.datasets import find_mnist_csvs, read_mnist_csv
     from mnistcl.promote import stores
-    from monitoring.check import run_check
     from monitoring.rules import DEFAULT_CONFIG
 
     t_start = time.time()
@@ -189,29 +185,18 @@ def run_scenario(settings, sc: Scenario, out_dir: Path, *, orchestrator: str = "
             orch.create_pools(prefect_api, phome, kubernetes=False)
             orch.deploy(prefect_api, phome, ["retrain"])
             run = run.model_copy(update={"prefect_api_url": prefect_api})
-            env_keys = {"MNISTCL_HOME": str(run.home), "MNISTCL_STORAGE_URL": run.storage_url,
-                        "MNISTCL_EXPERIMENTS_DB": run.experiments_db, "MNISTCL_MONITORING_CONFIG": run.monitoring_config,
-                        "MNISTCL_PREFECT_API_URL": prefect_api, "MNISTCL_WANDB_MODE": settings.wandb_mode}
-            saved = {k: os.environ.get(k) for k in env_keys}
-            os.environ.update(env_keys)
-            try:
-                procs.append(orch.start_worker(prefect_api, phome, out_dir / "prefect-worker.log"))
-            finally:
-                for k, v in saved.items():
-                    os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+            # The retrain flow runs the worker starts read this run's settings from the environment.
+            env = {"MNISTCL_HOME": str(run.home), "MNISTCL_STORAGE_URL": run.storage_url,
+                   "MNISTCL_EXPERIMENTS_DB": run.experiments_db, "MNISTCL_MONITORING_CONFIG": run.monitoring_config,
+                   "MNISTCL_PREFECT_API_URL": prefect_api, "MNISTCL_WANDB_MODE": settings.wandb_mode}
+            procs.append(orch.start_worker(prefect_api, phome, out_dir / "prefect-worker.log", env=env))
             log(f"Prefect server {prefect_api.removesuffix('/api')}: deployment retrain/retrain, worker on mnistcl-local")
-        sport, mport = launch.free_port(), launch.free_port()
-        server = subprocess.Popen(
-            launch.command(port=sport, metrics_port=mport, threads=4, log_level="WARNING"), cwd=launch.ROOT,
-            env=launch.environment(run.store_url, run.predictions_db_path, cache / "server", poll_s=0.5),
-            stdout=open(out_dir / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
-        procs.append(server)
+        sport = launch.free_port()
+        procs.append(launch.start(run.store_url, run.predictions_db_path, cache / "server", out_dir / "server.log",
+                                  port=sport, metrics_port=launch.free_port(), poll_s=0.5))
         url = f"http://127.0.0.1:{sport}"
-        if not launch.wait_until_ready(url, timeout=120):
-            raise RuntimeError(f"the model server did not start; see {out_dir / 'server.log'}")
         log(f"model server {url} serving {static_version}")
-        result = _stream(run, sc, cohorts, static, static_version, url, prefect_api, out_dir, log, httpx, run_check,
-                         reg, orch)
+        result = _stream(run, sc, cohorts, static, static_version, url, prefect_api, out_dir, log)
     finally:
         for p in reversed(procs):
             launch.stop(p)
@@ -223,9 +208,14 @@ def run_scenario(settings, sc: Scenario, out_dir: Path, *, orchestrator: str = "
     return result
 
 
-def _stream(run, sc, cohorts, static, static_version, url, prefect_api, out_dir, log, httpx, run_check, reg, orch):
-    from mnistcl.retrain import retrain
+def _stream(run, sc, cohorts, static, static_version, url, prefect_api, out_dir, log):
+    import httpx
 
+    from mnistcl.promote import stores
+    from monitoring.check import run_check
+
+    _, reg = stores(run)
+    seen_runs: set[str] = set()  # retrain flow runs already waited for
     rng = np.random.default_rng(sc.seed + 1)
     client = httpx.Client(timeout=60)
     windows: list[dict] = []
@@ -281,7 +271,7 @@ def _stream(run, sc, cohorts, static, static_version, url, prefect_api, out_dir,
                 f"(static {w['static_accuracy']:.3f}), drift {res.drift.share:.2f}, low confidence {low:.2f}"
                 + (f" -> {', '.join(w['events'])}" if res.events else ""))
             if res.decision.retrain:
-                w["retrain"] = _retrain(run, sc, prefect_api, orch, retrain, log)
+                w["retrain"] = _retrain(run, sc, prefect_api, seen_runs, log)
                 promoted = (w["retrain"].get("gate") or {}).get("promoted")
                 if promoted:
                     swapped = wait_for_swap(promoted["version"])
@@ -337,15 +327,19 @@ def _stream(run, sc, cohorts, static, static_version, url, prefect_api, out_dir,
             "strategy": sc.strategy}
 
 
-def _retrain(run, sc, prefect_api, orch, retrain, log) -> dict:
+def _retrain(run, sc, prefect_api, seen_runs: set[str], log) -> dict:
     """Wait for the retraining the event started (Prefect), or run it here (local)."""
     t0 = time.time()
     if prefect_api is None:
+        from mnistcl.retrain import retrain
+
         log("  retraining (in-process) ...")
         out = retrain(run, strategy=sc.strategy, reason="scenario: monitoring breach", cooldown_hours=0)
         out["seconds"] = time.time() - t0
         return out
     import httpx
+
+    from mnistcl import orchestrate as orch
 
     log("  waiting for the retrain flow run the event started in Prefect ...")
     deadline = time.time() + 900
@@ -353,10 +347,10 @@ def _retrain(run, sc, prefect_api, orch, retrain, log) -> dict:
     while time.time() < deadline:
         runs = [r for r in orch.flow_runs(prefect_api, "retrain/retrain")
                 if r["parameters"].get("reason", "").startswith("mnistcl.")]
-        fresh = [r for r in runs if r["id"] not in _seen_runs]
+        fresh = [r for r in runs if r["id"] not in seen_runs]
         if fresh:
             run_id = fresh[0]["id"]
-            _seen_runs.add(run_id)
+            seen_runs.add(run_id)
             break
         time.sleep(1)
     if run_id is None:
@@ -369,9 +363,6 @@ def _retrain(run, sc, prefect_api, orch, retrain, log) -> dict:
     result = _flow_result(prefect_api, run_id) or {"status": fr["state_type"].lower(), "why": fr["state"]["message"]}
     result.update(seconds=time.time() - t0, flow_run=fr["name"], flow_run_id=run_id, flow_state=fr["state_type"])
     return result
-
-
-_seen_runs: set[str] = set()
 
 
 def _flow_result(api: str, run_id: str) -> dict | None:

@@ -41,6 +41,37 @@ def command(*, host: str = "127.0.0.1", port: int, metrics_port: int, workers: i
     return args + (["--log-level", log_level] if log_level else [])
 
 
+def start(store_url: str, predictions_db: str, model_cache: Path, log: Path, *, port: int, metrics_port: int,
+          workers: int = 1, threads: int = 4, grpc_port: int = 0, poll_s: float | None = None,
+          log_level: str | None = "WARNING", timeout: float = 120.0):
+    """Start the model server in its own process group on 127.0.0.1, output to ``log``; return the
+    process once it answers. Raises RuntimeError with the log's tail (after stopping it) if it
+    does not answer within ``timeout`` seconds."""
+    import subprocess
+
+    proc = subprocess.Popen(
+        command(port=port, metrics_port=metrics_port, workers=workers, threads=threads, log_level=log_level,
+                grpc_port=grpc_port),
+        cwd=ROOT, env=environment(store_url, predictions_db, model_cache, poll_s=poll_s),
+        stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + timeout
+    ready = wait_until_ready(f"http://127.0.0.1:{port}", timeout=timeout)
+    while ready and grpc_port and not _accepts(grpc_port):  # the gRPC process loads its model separately
+        if time.time() > deadline:
+            ready = False
+        time.sleep(0.2)
+    if not ready:
+        stop(proc)
+        raise RuntimeError(f"the model server did not start within {timeout:.0f} s:\n{Path(log).read_text()[-3000:]}")
+    return proc
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def wait_http_ok(url: str, timeout: float, interval: float = 0.3) -> bool:
     """Poll ``url`` until it answers 200; False after ``timeout`` seconds."""
     import httpx

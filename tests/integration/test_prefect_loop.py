@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from mnistcl import orchestrate as orch
+from mnistcl import serve as launch
 from mnistcl.events import announce
 from mnistcl.serve import free_port
 from monitoring.alertmanager import render
@@ -46,8 +47,7 @@ def prefect(tmp_path_factory):
         out = orch.deploy(api, work / "home", ["train", "monitor", "retrain", "train-k8s", "monitor-k8s", "retrain-k8s"])
         yield {"api": api, "home": work / "home", "work": work, "deploy_output": out}
     finally:
-        os.killpg(server.pid, 15)
-        server.wait(30)
+        launch.stop(server, term_wait=30)
 
 
 def deployment(api, name):
@@ -128,8 +128,7 @@ def test_event_creates_a_retrain_run_that_a_worker_executes(prefect, tmp_path, m
         assert reasons == ["mnistcl.dataset.updated: v8"], reasons
         assert len(orch.flow_runs(api, "retrain/retrain")) == before + 1
     finally:
-        os.killpg(worker.pid, 15)
-        worker.wait(30)
+        launch.stop(worker, term_wait=30)
 
 
 @pytest.mark.skipif(not shutil.which("prometheus-alertmanager") and not shutil.which("alertmanager"),
@@ -173,8 +172,7 @@ def test_alertmanager_alert_emails_and_starts_a_retrain_run(prefect, smtp_server
         assert bad.status_code == 400 and "not JSON" in bad.json()["error"]
         assert httpx.get(f"http://127.0.0.1:{relay.server_address[1]}/healthz", timeout=10).status_code == 200
     finally:
-        os.killpg(am.pid, 15)
-        am.wait(15)
+        launch.stop(am, term_wait=15)
         relay.shutdown()
         relay.server_close()
 

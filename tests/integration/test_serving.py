@@ -7,7 +7,6 @@ endpoint, a hammer of bad payloads, and a hot swap of the champion under load.
 import base64
 import contextlib
 import json
-import os
 import re
 import sqlite3
 import subprocess
@@ -50,19 +49,17 @@ def running_server(registry, work: Path, db: str):
     if not launch.SERVE_PYTHON.exists():
         pytest.skip("the serving environment is missing: run `make venv-serve`")
     port, mport, gport = free_port(), free_port(), free_port()
-    env = launch.environment(registry.storage.root, db, work / "cache", poll_s=0.5)
-    proc = subprocess.Popen(launch.command(port=port, metrics_port=mport, threads=4, log_level="WARNING", grpc_port=gport),
-                            cwd=launch.ROOT, env=env, stdout=open(work / "log", "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    try:
+        proc = launch.start(registry.storage.root, db, work / "cache", work / "log", port=port, metrics_port=mport,
+                            threads=4, grpc_port=gport, poll_s=0.5, timeout=60)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     url = f"http://127.0.0.1:{port}"
     try:
-        if not launch.wait_until_ready(url):
-            pytest.fail("server did not start:\n" + (work / "log").read_text()[-3000:])
         yield {"url": url, "metrics": f"http://127.0.0.1:{mport}/metrics", "db": db, "port": port, "log": work / "log",
                "grpc": f"127.0.0.1:{gport}"}
     finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(15)
+        launch.stop(proc)
 
 
 @pytest.fixture(scope="module")
