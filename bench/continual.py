@@ -73,7 +73,9 @@ def main(argv=None) -> dict:
         cfg = replace(model.config, epochs=args.epochs, learning_rate=model.config.learning_rate * args.lr_scale)
         return tn.train(TrainData(x, y, xv, yv), cfg, NullReporter(), init=model.net.state_dict())
 
-    out = {"scenario": sc.source, "cohorts": [c.name for c in sc.cohorts], "base_images": int(len(y0)),
+    src = Path(sc.source).resolve()
+    root = Path(__file__).resolve().parent.parent
+    out = {"scenario": str(src.relative_to(root)) if src.is_relative_to(root) else src.name, "cohorts": [c.name for c in sc.cohorts], "base_images": int(len(y0)),
            "base_train_seconds": base_s, "new_images_per_cohort": [int(len(y)) for _, y in new], "strategies": {}}
     out["settings"] = {"epochs": args.epochs, "lr_scale": args.lr_scale, "replay": args.replay}
     for strat in args.strategies.split(","):
