@@ -46,15 +46,14 @@ def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def prepare_data(settings, state_update, log=_log) -> PreparedData:
+def prepare_data(settings, state, log=_log) -> PreparedData:
     """Turn feedback labelled since the last retraining into a new dataset version."""
     from mnistcl.predlog import PredictionLog
     from mnistcl.promote import stores
     from mnistcl.registry import RegistryError
 
     ds_store, reg = stores(settings)
-    with state_update() as st:
-        cursor = float(st.get("feedback_cursor") or 0.0)
+    cursor = float(state.read().get("feedback_cursor") or 0.0)
     x, y, last = PredictionLog(settings.predictions_db_path).labelled_after(cursor)
     created = False
     if len(y):
@@ -63,7 +62,7 @@ def prepare_data(settings, state_update, log=_log) -> PreparedData:
         ev = announce_dataset_version(m, settings, origin="retrain")
         log(f"dataset {m.id} = {m.parent} + {len(y)} labelled production inputs (event {ev['delivered']})")
         created = True
-        with state_update() as st:
+        with state.update() as st:
             st["feedback_cursor"] = last
     try:
         champion = reg.resolve("champion")
@@ -184,7 +183,7 @@ def retrain(settings, *, strategy: str = "finetune-replay", reason: str = "manua
             why = f"in cooldown: the last retraining started {(t0 - last) / 60:.0f} min ago (cooldown {cooldown_hours} h)"
             log(f"skipped: {why}")
             return {"status": "skipped", "why": why, "reason": reason}
-        prep = prepare_data(settings, state.update, log=log)
+        prep = prepare_data(settings, state, log=log)
         result: dict[str, Any] = {"reason": reason, "strategy": strategy, "dataset": prep.dataset,
                                   "n_feedback": prep.n_feedback, "champion_before": prep.champion}
         if prep.champion and prep.dataset == prep.champion_dataset and not force:
