@@ -38,7 +38,7 @@ def test_terraform_fmt_and_offline_validate():
     report = check.check_terraform()
     validated = {r["root"] for r in report["validated"]}
     if report["mirror"]:
-        assert validated == {"modules/network", "modules/eks", "modules/storage", "modules/irsa"}
+        assert validated == {"modules/network", "modules/eks", "modules/storage", "modules/irsa", "modules/kms"}
         assert {r["root"] for r in report["fmt_only"]} == {"modules/addons", "envs/staging", "envs/prod"}
     assert not list((ROOT / "infra/terraform").rglob(".terraform*")), "init must not write into the repository"
 

@@ -1,7 +1,7 @@
 resource "aws_cloudwatch_log_group" "cluster" {
   name              = "/aws/eks/${var.name}/cluster"
   retention_in_days = 365
-  kms_key_id        = aws_kms_key.secrets.arn
+  kms_key_id        = module.key.arn
   tags              = var.tags
 }
 
@@ -20,7 +20,7 @@ resource "aws_eks_cluster" "this" {
   encryption_config {
     resources = ["secrets"]
     provider {
-      key_arn = aws_kms_key.secrets.arn
+      key_arn = module.key.arn
     }
   }
 

@@ -10,5 +10,5 @@ output "bucket_arn" {
 
 output "kms_key_arn" {
   description = "The bucket's KMS key (for IAM policies)."
-  value       = aws_kms_key.bucket.arn
+  value       = module.key.arn
 }
