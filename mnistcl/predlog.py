@@ -38,6 +38,8 @@ CREATE TABLE IF NOT EXISTS rejected (
 );
 """
 
+_SCHEMA_LOCK = 0x6D6E6973  # advisory lock key ("mnis") guarding schema creation
+
 
 def is_postgres(location: str | Path) -> bool:
     return str(location).startswith(("postgresql://", "postgres://"))
@@ -56,7 +58,11 @@ class PredictionLog:
         conn = self._conn()
         ddl = _TABLES.format(blob="BYTEA" if self.pg else "BLOB")
         if self.pg:
+            # CREATE ... IF NOT EXISTS is not safe against a concurrent CREATE in PostgreSQL (two
+            # server processes starting together hit a unique violation in pg_type): serialise
+            # schema creation with a transaction-scoped advisory lock.
             with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                 for stmt in filter(str.strip, ddl.split(";")):
                     conn.execute(stmt)
         else:

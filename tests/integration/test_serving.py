@@ -323,6 +323,38 @@ def test_prediction_log_on_postgresql(registry, tmp_path, postgres_url, mnist_sm
     assert ids[1] in out.read_text()
 
 
+def _open_log(url, barrier):
+    from mnistcl.predlog import PredictionLog
+
+    barrier.wait()
+    PredictionLog(url)
+
+
+def test_postgresql_schema_created_by_many_processes_at_once(postgres_url):
+    """Server processes starting together on a fresh database all create the schema without error
+    (PostgreSQL's CREATE ... IF NOT EXISTS alone races: a unique violation in pg_type)."""
+    import multiprocessing as mp
+
+    import psycopg
+
+    from mnistcl.predlog import PredictionLog
+
+    for attempt in range(3):
+        name = f"race_{attempt}_{free_port()}"
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        url = postgres_url.rsplit("/", 1)[0] + "/" + name
+        ctx = mp.get_context("spawn")
+        barrier = ctx.Barrier(6)
+        procs = [ctx.Process(target=_open_log, args=(url, barrier)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0] * 6
+        assert PredictionLog(url).request_ids() == set()
+
+
 def test_smoke_command(server, tmp_path, monkeypatch):
     """`mnistcl smoke`, the promotion workflow's smoke test, against the real server."""
     from typer.testing import CliRunner
