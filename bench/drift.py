@@ -9,7 +9,11 @@ reference of 5,000 MNIST training images, on windows drawn from the MNIST test s
   detection rate over many windows (drift check, and the input rules);
 - windows until detection after the onset: a stream of clean windows then drifted ones;
   the first drifted window the check flags, and the window the hysteresis triggers retraining;
-- seconds per check (features + Evidently) for a 5,000-image window.
+- seconds per check (features + Evidently) for a 5,000-image window;
+- after adaptation: once the champion was trained on a labelled production batch of one drift
+  type (800 shifted MNIST training digits outside the reference), how often windows of that type
+  and of the others are still flagged, against MNIST only and against MNIST plus the batch
+  (the monitor's nearest-reference rule, `reference_batches` in configs/monitoring.yaml).
 
   python -m bench.drift --windows 10
 """
@@ -32,6 +36,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--windows", type=int, default=10, help="drifted windows per drift type and severity")
     ap.add_argument("--clean-windows", type=int, default=20)
+    ap.add_argument("--learned-windows", type=int, default=5, help="windows per cell of the after-adaptation matrix")
     ap.add_argument("--out", type=Path, default=RESULTS / "drift.json")
     args = ap.parse_args(argv)
 
@@ -47,7 +52,9 @@ def main(argv=None) -> dict:
     xtr, _ = read_mnist_csv(train_csv, "train")
     xt, _ = read_mnist_csv(test_csv, "test")
     rng = np.random.default_rng(7)
-    reference = features(xtr[np.sort(rng.choice(len(xtr), cfg.reference_images, replace=False))])
+    in_reference = np.sort(rng.choice(len(xtr), cfg.reference_images, replace=False))
+    reference = features(xtr[in_reference])
+    outside_reference = np.setdiff1d(np.arange(len(xtr)), in_reference)
     n = cfg.window_images
 
     def check(x) -> tuple[bool, bool, float, float]:
@@ -102,8 +109,39 @@ def main(argv=None) -> dict:
         big.append(check(x)[3])
     out["seconds_per_check_5000"] = float(np.median(big))
     print(f"seconds per check, 5,000-image window: {out['seconds_per_check_5000']:.2f} (median of 3)")
+    out["after_adaptation"] = learned(args, cfg, xtr[outside_reference], reference, window)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def learned(args, cfg, pool, reference, window) -> dict:
+    """Rows: the drift type the champion was trained on (a batch of 800 shifted training digits);
+    columns: the windows' drift type, middle severity. Share of windows flagged as drift."""
+    from mnistcl.shifts import apply
+    from monitoring.check import Reference, nearest_drift
+    from monitoring.features import features
+
+    mnist_ref = Reference("mnist", reference)
+    kinds = {k: sev[1] for k, sev in DRIFTS.items()}
+    cols = ["clean", *kinds]
+
+    def flagged(refs, col, i):
+        x, r = window(4000 + i)
+        return nearest_drift(refs, features(x if col == "clean" else apply(x, {col: kinds[col]}, r)), cfg).drifted
+
+    out = {"batch_images": 800, "windows": args.learned_windows, "severities": kinds, "mnist_only": {}, "learned": {}}
+    for col in cols:
+        out["mnist_only"][col] = float(np.mean([flagged([mnist_ref], col, i) for i in range(args.learned_windows)]))
+    print("after adaptation, share of windows flagged (rows: learned batch; columns: window)")
+    print(f"{'MNIST only':12s} " + " ".join(f"{c}={out['mnist_only'][c]:.0%}" for c in cols), flush=True)
+    for k, sev in kinds.items():
+        r = np.random.default_rng(5000)
+        batch = pool[r.choice(len(pool), 800, replace=False)]
+        refs = [mnist_ref, Reference(f"{k}-batch", features(apply(batch, {k: sev}, r)))]
+        row = {c: float(np.mean([flagged(refs, c, i) for i in range(args.learned_windows)])) for c in cols}
+        out["learned"][k] = row
+        print(f"{k + ' learned':12s} " + " ".join(f"{c}={row[c]:.0%}" for c in cols), flush=True)
     return out
 
 

@@ -3,13 +3,15 @@
   window   the next ``window.images`` images logged since the previous check (never half a request)
   input    input rules on per-image features and rejected requests  -> email on a breach
   predict  low-confidence share, accuracy against feedback labels     -> a breach
-  drift    Evidently on 20 features against the champion's training data -> a breach, HTML report
+  drift    Evidently on 20 features against the champion's training data: MNIST and its last
+           labelled production batches; drift only when the window is unlike all of them
+           -> a breach, HTML report
   decide   retrain when N of the last M windows breached, not while a retraining runs, not within
            the cooldown -> events ``mnistcl.drift.detected`` / ``mnistcl.confidence.low`` /
            ``mnistcl.accuracy.low`` (which the Prefect ``retrain`` deployment is triggered by)
            and an email
 
-Every check writes check.json and check.md (and drift.html) to <home>/monitoring/checks/<time>/,
+Every check writes check.json and check.md (and drift.html, drift-<version>.html) to <home>/monitoring/checks/<time>/,
 and the latest numbers to <home>/monitoring/metrics.prom (Prometheus textfile format).
 """
 
@@ -41,6 +43,7 @@ DRIFT_DETECTED = "mnistcl.drift.detected"
 CONFIDENCE_LOW = "mnistcl.confidence.low"
 ACCURACY_LOW = "mnistcl.accuracy.low"
 REFERENCE_SEED = 7
+MIN_BATCH_IMAGES = 200  # a production batch smaller than this is too noisy to serve as a drift reference
 
 
 @dataclass
@@ -67,8 +70,37 @@ class CheckResult:
         return d
 
 
-def reference_features(settings, cfg: MonitoringConfig) -> tuple[pd.DataFrame, str]:
-    """Features of a fixed sample of the champion's training data (cached per dataset version)."""
+@dataclass
+class Reference:
+    """One drift reference: features of a sample of one part of the champion's training data."""
+
+    name: str              # the dataset version that holds the images
+    frame: pd.DataFrame
+
+
+def _cached_features(settings, key: str, images) -> pd.DataFrame:
+    """Features of ``images()`` (a callable, only called on a miss), cached as CSV under ``key``."""
+    cache = settings.monitoring_dir / "reference" / f"{key}.csv"
+    if cache.exists():
+        return pd.read_csv(cache)
+    ref = features(images())
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    ref.to_csv(tmp, index=False)
+    tmp.replace(cache)
+    return ref
+
+
+def _sample(x: np.ndarray, n: int) -> np.ndarray:
+    if len(x) <= n:
+        return x
+    return x[np.sort(np.random.default_rng(REFERENCE_SEED).choice(len(x), size=n, replace=False))]
+
+
+def reference_features(settings, cfg: MonitoringConfig) -> tuple[list[Reference], str]:
+    """The drift references for the champion's dataset version: a fixed sample of its root (MNIST),
+    then its last ``cfg.reference_batches`` labelled production batches, newest first (each one
+    ``MIN_BATCH_IMAGES`` training images or more). Features are cached per version."""
     from mnistcl.promote import stores
     from mnistcl.registry import RegistryError
 
@@ -77,28 +109,47 @@ def reference_features(settings, cfg: MonitoringConfig) -> tuple[pd.DataFrame, s
         dataset = reg.get(reg.resolve("champion")).dataset
     except RegistryError:
         dataset = ds_store.resolve(None)
-    cache = settings.monitoring_dir / "reference" / f"{dataset}-{cfg.reference_images}.csv"
-    if cache.exists():
-        return pd.read_csv(cache), dataset
-    data = ds_store.load(dataset)
-    rng = np.random.default_rng(REFERENCE_SEED)
-    idx = rng.choice(len(data.train_x), size=min(cfg.reference_images, len(data.train_x)), replace=False)
-    ref = features(data.train_x[np.sort(idx)])
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    ref.to_csv(tmp, index=False)
-    tmp.replace(cache)
-    return ref, dataset
+    lineage = ds_store.manifest(dataset).lineage
+    n = cfg.reference_images
+    refs = [Reference(lineage[0], _cached_features(settings, f"{lineage[0]}-{n}",
+                                                   lambda: _sample(ds_store.load_own(lineage[0])["train"][0], n)))]
+    for vid in reversed(lineage[1:]):
+        if len(refs) > cfg.reference_batches:
+            break
+        if sum(ds_store.manifest(vid).counts.get("train", [])) < MIN_BATCH_IMAGES:
+            continue
+        refs.append(Reference(vid, _cached_features(settings, f"{vid}-train-{n}",
+                                                    lambda v=vid: _sample(ds_store.load_own(v)["train"][0], n))))
+    return refs, dataset
+
+
+def nearest_drift(references: list[Reference], current: pd.DataFrame, cfg: MonitoringConfig,
+                  folder: Path | None = None) -> DriftResult:
+    """Drift of ``current`` against the references in order, stopping at the first it does not
+    drift from: what the champion has learned is not drift. Returns the result against the
+    nearest reference (fewest drifted features), with every comparison in ``extra``."""
+    best, compared = None, {}
+    for i, ref in enumerate(references):
+        html = None if folder is None else folder / ("drift.html" if i == 0 else f"drift-{ref.name}.html")
+        d = check_drift(ref.frame, current, cfg.drift, report_html=html)
+        d.extra["reference"] = ref.name
+        compared[ref.name] = round(d.share, 4)
+        if best is None or d.share < best.share:
+            best = d
+        if not d.drifted:
+            break
+    best.extra["compared"] = compared
+    return best
 
 
 def evaluate_window(cfg: MonitoringConfig, images: np.ndarray, confidence: np.ndarray, digits: np.ndarray,
-                    feedback: np.ndarray, n_rejected: int, reference: pd.DataFrame,
-                    report_html: Path | None = None) -> tuple[list[RuleResult], list[RuleResult], DriftResult, list[str]]:
+                    feedback: np.ndarray, n_rejected: int, references: list[Reference],
+                    folder: Path | None = None) -> tuple[list[RuleResult], list[RuleResult], DriftResult, list[str]]:
     """The rules and the drift check on one window (no state, no side effects beyond the report)."""
     feats = features(images)
     inp = evaluate_input_rules(cfg, feats, n_rejected)
     pred = evaluate_prediction_rules(cfg, confidence, digits, feedback)
-    drift = check_drift(reference, feats, cfg.drift, report_html=report_html)
+    drift = nearest_drift(references, feats, cfg, folder)
     reasons = []
     if drift.drifted:
         reasons.append(f"drift: {len(drift.drifted_columns)} of {len(drift.scores)} features drifted "
@@ -128,9 +179,8 @@ def run_check(settings, cfg: MonitoringConfig | None = None, *, notify: bool = T
     n_rejected = plog.rejected_between(cursor, end)
     stamp = datetime.fromtimestamp(end, UTC).strftime("%Y%m%dT%H%M%S") + f"-{int(end * 1000) % 1000:03d}"
     folder = settings.monitoring_dir / "checks" / stamp
-    reference, dataset = reference_features(settings, cfg)
-    inp, pred, drift, reasons = evaluate_window(cfg, images, conf, digits, fb, n_rejected, reference,
-                                                report_html=folder / "drift.html")
+    references, dataset = reference_features(settings, cfg)
+    inp, pred, drift, reasons = evaluate_window(cfg, images, conf, digits, fb, n_rejected, references, folder)
     res = CheckResult(status="checked", n_images=len(rows), window_start=start, window_end=end, input_rules=inp,
                       prediction_rules=pred, drift=drift, breach=bool(reasons), reasons=reasons,
                       folder=str(folder), reference_dataset=dataset)
@@ -216,8 +266,10 @@ def to_markdown(res: CheckResult) -> str:
     if res.drift:
         d = res.drift
         out += ["", f"Drift ({d.method}, threshold {d.threshold}, window drifts at {d.drift_share:.0%} of features): "
-                f"{d.share:.0%} drifted, {d.seconds:.1f} s; reference {res.reference_dataset} ({d.n_reference} images). "
-                f"[Evidently report](drift.html)", "", "| feature | score | drifted |", "|---|---|---|"]
+                f"{d.share:.0%} drifted, {d.seconds:.1f} s, against the nearest reference: "
+                f"{d.extra.get('reference', '-')} ({d.n_reference} images) of the champion's data {res.reference_dataset}"
+                f" (compared: {', '.join(f'{k} {v:.0%}' for k, v in d.extra.get('compared', {}).items())}). "
+                f"[Evidently report]({Path(d.report_html).name if d.report_html else 'drift.html'})", "", "| feature | score | drifted |", "|---|---|---|"]
         for c, v in sorted(d.scores.items(), key=lambda kv: -kv[1]):
             out.append(f"| {c} | {v:.3f} | {'yes' if c in d.drifted_columns else ''} |")
     for a in res.alerts:

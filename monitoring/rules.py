@@ -68,6 +68,7 @@ class MonitoringConfig:
     min_labels: int = 50
     drift: DriftConfig = field(default_factory=DriftConfig)
     reference_images: int = 5000
+    reference_batches: int = 3
     trigger: TriggerConfig = field(default_factory=TriggerConfig)
     source: str = ""
 
@@ -79,6 +80,11 @@ def _num(d: dict, key: str, where: str, *, lo: float | None = None, hi: float | 
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         raise MonitoringConfigError(f"{where}: {key} = {v} is outside [{lo}, {hi}]")
     return float(v)
+
+
+def _opt(d: dict, key: str, default: float, where: str, *, lo: float | None = None, hi: float | None = None) -> float:
+    """``d[key]`` checked like :func:`_num`, or ``default`` when the key is absent."""
+    return _num({key: d.get(key, default)}, key, where, lo=lo, hi=hi)
 
 
 def parse_input_rule(d: dict) -> InputRule:
@@ -115,7 +121,7 @@ def parse_input_rule(d: dict) -> InputRule:
 def load_config(path: Path | str | None = None) -> MonitoringConfig:
     path = Path(path) if path else DEFAULT_CONFIG
     raw = read_yaml(path, "monitoring config", MonitoringConfigError)
-    known = {"window", "input_rules", "prediction_rules", "drift", "reference_images", "trigger"}
+    known = {"window", "input_rules", "prediction_rules", "drift", "reference_images", "reference_batches", "trigger"}
     if not isinstance(raw, dict) or set(raw) - known:
         raise MonitoringConfigError(f"monitoring config {path}: unknown sections "
                                     f"{sorted(set(raw) - known) if isinstance(raw, dict) else raw!r}")
@@ -129,9 +135,9 @@ def load_config(path: Path | str | None = None) -> MonitoringConfig:
     acc = pred.get("feedback_accuracy") or {}
     trig = raw.get("trigger") or {}
     trigger = TriggerConfig(
-        breaches=int(_num({"breaches": trig.get("breaches", 2)}, "breaches", "trigger", lo=1)),
-        of_last=int(_num({"of_last": trig.get("of_last", 3)}, "of_last", "trigger", lo=1)),
-        cooldown_hours=_num({"c": trig.get("cooldown_hours", 6)}, "c", "trigger.cooldown_hours", lo=0),
+        breaches=int(_opt(trig, "breaches", 2, "trigger", lo=1)),
+        of_last=int(_opt(trig, "of_last", 3, "trigger", lo=1)),
+        cooldown_hours=_opt(trig, "cooldown_hours", 6, "trigger", lo=0),
         strategy=str(trig.get("strategy", "finetune-replay")))
     if trigger.breaches > trigger.of_last:
         raise MonitoringConfigError(f"trigger: breaches ({trigger.breaches}) cannot exceed of_last ({trigger.of_last})")
@@ -142,14 +148,16 @@ def load_config(path: Path | str | None = None) -> MonitoringConfig:
     except (TypeError, ValueError) as exc:
         raise MonitoringConfigError(str(exc)) from None
     return MonitoringConfig(
-        window_images=int(_num({"images": win.get("images", 500)}, "images", "window", lo=10)),
-        min_images=int(_num({"min_images": win.get("min_images", 100)}, "min_images", "window", lo=1)),
+        window_images=int(_opt(win, "images", 500, "window", lo=10)),
+        min_images=int(_opt(win, "min_images", 100, "window", lo=1)),
         input_rules=tuple(rules),
-        confidence_below=_num({"v": low.get("confidence_below", 0.5)}, "v", "low_confidence.confidence_below", lo=0, hi=1),
-        low_confidence_max_share=_num({"v": low.get("max_share", 0.1)}, "v", "low_confidence.max_share", lo=0, hi=1),
-        min_accuracy=_num({"v": acc.get("min_accuracy", 0.95)}, "v", "feedback_accuracy.min_accuracy", lo=0, hi=1),
-        min_labels=int(_num({"v": acc.get("min_labels", 50)}, "v", "feedback_accuracy.min_labels", lo=1)),
-        drift=drift, reference_images=int(raw.get("reference_images", 5000)), trigger=trigger, source=str(path))
+        confidence_below=_opt(low, "confidence_below", 0.5, "low_confidence", lo=0, hi=1),
+        low_confidence_max_share=_opt(low, "max_share", 0.1, "low_confidence", lo=0, hi=1),
+        min_accuracy=_opt(acc, "min_accuracy", 0.95, "feedback_accuracy", lo=0, hi=1),
+        min_labels=int(_opt(acc, "min_labels", 50, "feedback_accuracy", lo=1)),
+        drift=drift, reference_images=int(_opt(raw, "reference_images", 5000, "monitoring config", lo=100)),
+        reference_batches=int(_opt(raw, "reference_batches", 3, "monitoring config", lo=0)),
+        trigger=trigger, source=str(path))
 
 
 @dataclass

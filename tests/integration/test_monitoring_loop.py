@@ -3,6 +3,7 @@ retraining from feedback -> gate -> promotion; and the guards (lock, cooldown, h
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,6 +139,18 @@ def test_drift_triggers_once_then_retraining_from_feedback_promotes(champion_hom
     assert not lock.running()
     # Nothing new since: the next one (even outside the cooldown) has nothing to learn from.
     assert retrain(s, reason="again", cooldown_hours=0)["status"] == "skipped"
+
+    # The new champion learned rotated handwriting (batch v2): more of it is no longer drift, while
+    # handwriting it has never seen still is.
+    x, y = held_out(mnist_medium, 300, 6)
+    log_traffic(s, onnx, (apply(x, {"rotate": 30}, np.random.default_rng(6)) * 255).round().astype(np.uint8))
+    res = run_check(s)
+    assert not res.drift.drifted and res.drift.extra["reference"] == "v2", res.drift.extra
+    assert res.drift.extra["compared"]["v1"] >= 0.3 and Path(res.drift.report_html).name == "drift-v2.html"
+    x, y = held_out(mnist_medium, 300, 7)
+    log_traffic(s, onnx, (apply(x, {"thicken": 1.5}, np.random.default_rng(7)) * 255).round().astype(np.uint8))
+    res = run_check(s)
+    assert res.drift.drifted and set(res.drift.extra["compared"]) == {"v1", "v2"}, res.drift.extra
 
 
 def test_config_error_is_reported_before_anything_runs(champion_home, tmp_path):

@@ -63,3 +63,60 @@ def test_only_one_module_imports_evidently():
     hits = [str(p.relative_to(root)) for d in ("mnistcl", "monitoring", "flows", "models", "serving", "bench")
             for p in (root / d).rglob("*.py") if re.search(r"^\s*(from|import) evidently", p.read_text(), re.M)]
     assert hits == ["monitoring/drift.py"]
+
+
+def _split_test(mnist_medium, n_pool, seed=9):
+    x = mnist_medium["test"][0]
+    order = np.random.default_rng(seed).permutation(len(x))
+    return x[order[:n_pool]], x[order[n_pool:]]
+
+
+def test_learned_handwriting_is_not_drift(mnist_medium, reference):
+    """Against MNIST and a production batch of rotated digits the champion was trained on:
+    rotated windows are not drift (the batch is nearest), thickened ones are (unlike both),
+    clean ones match MNIST and are compared with nothing else."""
+    from monitoring.check import Reference, nearest_drift
+
+    cfg = load_config()
+    pool, rest = _split_test(mnist_medium, 800)
+    rotated = Reference("v2", features(apply(pool, {"rotate": 25}, np.random.default_rng(1))))
+    refs = [Reference("v1", reference), rotated]
+    pick = rest[np.random.default_rng(5).choice(len(rest), WINDOW, replace=False)]
+
+    r = nearest_drift(refs, features(apply(pick, {"rotate": 25}, np.random.default_rng(2))), cfg)
+    assert not r.drifted and r.extra["reference"] == "v2"
+    assert r.extra["compared"]["v1"] >= cfg.drift.drift_share > r.extra["compared"]["v2"]
+
+    r = nearest_drift(refs, features(apply(pick, {"thicken": 1}, np.random.default_rng(3))), cfg)
+    assert r.drifted and set(r.extra["compared"]) == {"v1", "v2"}
+    assert r.share == min(r.extra["compared"].values())
+
+    r = nearest_drift(refs, features(pick), cfg)
+    assert not r.drifted and r.extra == {"reference": "v1", "compared": {"v1": r.share}}
+
+
+def test_references_follow_the_champions_lineage(settings, small_store, mnist_medium):
+    """MNIST first, then the champion's production batches newest first, at most
+    `reference_batches`, skipping batches too small to compare with."""
+    import dataclasses
+
+    from monitoring.check import MIN_BATCH_IMAGES, reference_features
+
+    pool, _ = _split_test(mnist_medium, 1200)
+    parent = "v1"
+    sizes = {"v2": 300, "v3": MIN_BATCH_IMAGES // 2, "v4": 300, "v5": 300}
+    for vid, n in sizes.items():
+        batch = pool[:n]
+        pool = pool[n:]
+        m = small_store.append(batch, np.zeros(n, np.uint8), parent=parent, source=f"test {vid}", eval_fraction=0.0)
+        assert m.id == vid
+        parent = vid
+    cfg = load_config()
+    refs, dataset = reference_features(settings, dataclasses.replace(cfg, reference_batches=2))
+    assert dataset == "v5" and [r.name for r in refs] == ["v1", "v5", "v4"]
+    assert [len(r.frame) for r in refs] == [600, 300, 300]
+    refs, _ = reference_features(settings, dataclasses.replace(cfg, reference_batches=5))
+    assert [r.name for r in refs] == ["v1", "v5", "v4", "v2"]  # v3 is too small
+    refs, _ = reference_features(settings, dataclasses.replace(cfg, reference_batches=0))
+    assert [r.name for r in refs] == ["v1"]
+    assert (settings.monitoring_dir / "reference" / "v5-train-5000.csv").exists()

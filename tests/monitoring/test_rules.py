@@ -58,6 +58,13 @@ def test_bad_trigger_and_sections(tmp_path):
         load_config(write(tmp_path, {"windows": {}}))
     with pytest.raises(MonitoringConfigError, match="strategy"):
         load_config(write(tmp_path, {"trigger": {"strategy": "magic"}}))
+    with pytest.raises(MonitoringConfigError, match=r"trigger: cooldown_hours must be a number, got 'soon'"):
+        load_config(write(tmp_path, {"trigger": {"cooldown_hours": "soon"}}))
+    with pytest.raises(MonitoringConfigError, match=r"reference_batches = -1 is outside"):
+        load_config(write(tmp_path, {"reference_batches": -1}))
+    with pytest.raises(MonitoringConfigError, match=r"low_confidence: max_share = 1.5 is outside"):
+        load_config(write(tmp_path, {"prediction_rules": {"low_confidence": {"max_share": 1.5}}}))
+    assert load_config(write(tmp_path, {"reference_batches": 0})).reference_batches == 0
 
 
 def test_a_user_rule_in_yaml_without_code(tmp_path, mnist_small):
