@@ -1010,8 +1010,11 @@ def monitor_check(
     for r in res.input_rules + res.prediction_rules:
         table.add_row(r.name, r.kind, f"{r.share:.4f}", str(r.limit), "[red]yes[/red]" if r.breached else "no")
     d = res.drift
-    table.add_row("drift", "drift", f"{d.share:.2f}", str(d.drift_share), "[red]yes[/red]" if d.drifted else "no")
+    table.add_row(f"drift (nearest: {d.extra.get('reference', '-')})", "drift", f"{d.share:.2f}", str(d.drift_share),
+                  "[red]yes[/red]" if d.drifted else "no")
     console.print(table)
+    if res.metrics_push and res.metrics_push != "ok":
+        console.print(f"[yellow]warning[/yellow]: {res.metrics_push}")
     console.print(f"decision: {'retrain' if res.decision.retrain else 'no retraining'} ({res.decision.reason})")
     for e in res.events:
         console.print(f"event {e['event']} -> {e['delivered']}")

@@ -54,7 +54,7 @@ def _pod_spec(cfg: dict, alias: str) -> dict:
                 {"name": "MNISTCL_SERVE_ALIAS", "value": alias},
                 {"name": "MNISTCL_MODEL_CACHE", "value": "/tmp/model-cache"},
                 {"name": "MNISTCL_PREDICTIONS_DB",
-                 "valueFrom": {"secretKeyRef": {"name": cfg["predictions_db_secret"], "key": "url"}}},
+                 "valueFrom": {"secretKeyRef": {"name": cfg["secrets"], "key": "MNISTCL_PREDICTIONS_DB"}}},
             ],
             "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
                       {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],

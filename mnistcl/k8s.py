@@ -4,6 +4,7 @@
   base/alertmanagerconfig.yaml       monitoring/alertmanager.py's routes as an AlertmanagerConfig
   base/prefect-gpu-job-template.json mnistcl.orchestrate.gpu_job_template() (prefect-kubernetes)
   overlays/<env>/seldondeployment.yaml  `mnistcl deploy render --env <env>` for the alias "champion"
+  overlays/<env>/settings.yaml       the flow Jobs' settings (ConfigMap mnistcl-settings) from configs/deploy.yaml
 
   python -m mnistcl.k8s          # rewrite them; the tests fail when a committed file differs
 """
@@ -68,6 +69,17 @@ def seldon_deployment(env: str) -> str:
     return dump(docs)
 
 
+def flow_settings(env: str) -> dict:
+    """What the flow Jobs read (the GPU job template's envFrom): the same registry as the model
+    pods, and the Pushgateway for the monitor's gauges."""
+    from mnistcl.deploy import load_env
+    from mnistcl.orchestrate import SETTINGS_CONFIGMAP
+
+    cfg = load_env(env)
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": SETTINGS_CONFIGMAP},
+            "data": {"MNISTCL_STORAGE_URL": cfg["store_url"], "MNISTCL_PUSHGATEWAY_URL": cfg["pushgateway_url"]}}
+
+
 def generated() -> dict[Path, str]:
     from mnistcl.orchestrate import gpu_job_template
 
@@ -81,6 +93,8 @@ def generated() -> dict[Path, str]:
     for env in ENVS:
         files[K8S / "overlays" / env / "seldondeployment.yaml"] = (
             HEADER.format(src=f"configs/deploy.yaml (mnistcl deploy render --env {env})") + seldon_deployment(env))
+        files[K8S / "overlays" / env / "settings.yaml"] = (
+            HEADER.format(src="configs/deploy.yaml") + yaml.safe_dump(flow_settings(env), sort_keys=False))
     return files
 
 

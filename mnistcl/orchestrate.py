@@ -28,6 +28,10 @@ GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSc
 GPU_NODE_LABEL = {"mnist-continual/pool": "gpu"}
 
 
+SETTINGS_CONFIGMAP = "mnistcl-settings"  # MNISTCL_STORAGE_URL, MNISTCL_PUSHGATEWAY_URL (infra/k8s overlays)
+SECRETS = "mnistcl-secrets"               # MNISTCL_PREDICTIONS_DB (and MNISTCL_SMTP_PASSWORD, WANDB_API_KEY)
+
+
 def gpu_job_template() -> dict:
     """prefect-kubernetes's default base job template, plus a GPU: limit, toleration, node selector."""
     from prefect_kubernetes.worker import KubernetesWorker
@@ -36,6 +40,9 @@ def gpu_job_template() -> dict:
     pod = t["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
     container = pod["containers"][0]
     container["resources"]["limits"]["nvidia.com/gpu"] = "{{ gpu_limit }}"
+    # The settings every flow needs on the cluster (registry, prediction log, Pushgateway): the
+    # ConfigMap and Secret the Kustomize overlays describe (infra/k8s).
+    container["envFrom"] = [{"configMapRef": {"name": SETTINGS_CONFIGMAP}}, {"secretRef": {"name": SECRETS}}]
     pod["tolerations"] = [GPU_TOLERATION]
     pod["nodeSelector"] = dict(GPU_NODE_LABEL)
     props = t["variables"]["properties"]

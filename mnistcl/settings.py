@@ -80,6 +80,18 @@ class Settings(BaseSettings):
     alert_from: str = Field(default="mnist-continual@localhost", description="Sender of alert emails.")
     alert_to: str = Field(default="data-scientist@localhost",
                           description="Recipients of alert emails, comma-separated.")
+    pushgateway_url: str = Field(
+        default="",
+        description="Prometheus Pushgateway (http://host:9091) that each monitoring check pushes its gauges to "
+                    "(job mnistcl_monitor); empty: only the textfile <home>/monitoring/metrics.prom.",
+    )
+
+    @field_validator("pushgateway_url")
+    @classmethod
+    def _check_pushgateway_url(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError(f"pushgateway_url must start with http:// or https://, not {v!r}")
+        return v.rstrip("/")
 
     @field_validator("smtp_tls")
     @classmethod

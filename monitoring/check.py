@@ -12,7 +12,8 @@
            and an email
 
 Every check writes check.json and check.md (and drift.html, drift-<version>.html) to <home>/monitoring/checks/<time>/,
-and the latest numbers to <home>/monitoring/metrics.prom (Prometheus textfile format).
+and the latest numbers to <home>/monitoring/metrics.prom (Prometheus textfile format) and, when
+``pushgateway_url`` is set, to that Prometheus Pushgateway (job ``mnistcl_monitor``).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class CheckResult:
     alerts: list[dict] = field(default_factory=list)
     folder: str | None = None
     reference_dataset: str | None = None
+    metrics_push: str | None = None   # the Pushgateway's answer ("ok" or the error), when one is set
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -196,7 +198,11 @@ def run_check(settings, cfg: MonitoringConfig | None = None, *, notify: bool = T
             st["last_trigger"] = now
     if notify:
         _notify(settings, cfg, res)
-    _write(res, folder, settings.monitoring_dir / "metrics.prom")
+    text = prometheus_text(res)
+    _write_textfile(text, settings.monitoring_dir / "metrics.prom")
+    if settings.pushgateway_url:
+        res.metrics_push = push_metrics(settings.pushgateway_url, text)
+    _write(res, folder)
     return res
 
 
@@ -233,10 +239,14 @@ def _notify(settings, cfg: MonitoringConfig, res: CheckResult) -> None:
             attachments=[Path(res.drift.report_html)] if res.drift and res.drift.report_html else None))
 
 
-def _write(res: CheckResult, folder: Path, prom: Path) -> None:
+def _write(res: CheckResult, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "check.json").write_text(json.dumps(res.to_json(), indent=1, default=float))
     (folder / "check.md").write_text(to_markdown(res))
+
+
+def prometheus_text(res: CheckResult) -> str:
+    """The window's gauges in Prometheus text format (the textfile and the Pushgateway body)."""
     low = next((r.share for r in res.prediction_rules if r.name == "low_confidence"), 0.0)
     lines = ["# HELP mnistcl_drift_share Share of features that drifted in the last monitoring window.",
              "# TYPE mnistcl_drift_share gauge", f"mnistcl_drift_share {res.drift.share if res.drift else 0.0}",
@@ -246,18 +256,47 @@ def _write(res: CheckResult, folder: Path, prom: Path) -> None:
              "# TYPE mnistcl_window_breach gauge", f"mnistcl_window_breach {int(res.breach)}",
              "# HELP mnistcl_monitor_last_check_timestamp_seconds When the last window ended.",
              "# TYPE mnistcl_monitor_last_check_timestamp_seconds gauge",
-             f"mnistcl_monitor_last_check_timestamp_seconds {res.window_end}"]
+             f"mnistcl_monitor_last_check_timestamp_seconds {res.window_end}",
+             "# HELP mnistcl_input_rule_share Share of the last window's inputs that an input rule matched.",
+             "# TYPE mnistcl_input_rule_share gauge"]
     for r in res.input_rules:
         lines.append(f'mnistcl_input_rule_share{{rule="{r.name}"}} {r.share}')
+    return "\n".join(lines) + "\n"
+
+
+def _write_textfile(text: str, prom: Path) -> None:
+    prom.parent.mkdir(parents=True, exist_ok=True)
     tmp = prom.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
+    tmp.write_text(text)
     tmp.replace(prom)
+
+
+PUSH_JOB = "mnistcl_monitor"
+
+
+def push_metrics(url: str, text: str, timeout: float = 10.0) -> str:
+    """Replace the ``mnistcl_monitor`` group on a Pushgateway with ``text``. On a cluster the monitor
+    runs as a short Job that Prometheus cannot scrape; the Pushgateway keeps its last numbers.
+    Returns "ok" or the error: an unreachable Pushgateway never fails the check (the textfile, the
+    events and the emails do not depend on it)."""
+    import httpx
+
+    try:
+        r = httpx.put(f"{url}/metrics/job/{PUSH_JOB}", content=text.encode(), timeout=timeout,
+                      headers={"Content-Type": "text/plain; version=0.0.4"})
+    except httpx.HTTPError as exc:
+        return f"Pushgateway {url} unreachable: {exc}"
+    if r.status_code >= 300:
+        return f"Pushgateway {url} refused the metrics: HTTP {r.status_code} {r.text.strip()[:300]}"
+    return "ok"
 
 
 def to_markdown(res: CheckResult) -> str:
     when = datetime.fromtimestamp(res.window_end or 0, UTC).isoformat(timespec="seconds")
     out = [f"# Monitoring check: {res.n_images} images ending {when}", "",
            f"**{'BREACH' if res.breach else 'ok'}**" + (f": {'; '.join(res.reasons)}" if res.reasons else ""), ""]
+    if res.metrics_push and res.metrics_push != "ok":
+        out += [f"Metrics not pushed: {res.metrics_push}", ""]
     if res.decision:
         out += [f"Decision: {'retrain' if res.decision.retrain else 'no retraining'} ({res.decision.reason}).", ""]
     out += ["| rule | kind | share | limit | breached |", "|---|---|---|---|---|"]

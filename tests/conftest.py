@@ -115,3 +115,27 @@ def smtp_server():
     sink.host, sink.port = "127.0.0.1", ctl.port
     yield sink
     ctl.stop()
+
+
+@pytest.fixture
+def pushgateway(tmp_path):
+    """A real Prometheus Pushgateway (Debian package prometheus-pushgateway) on 127.0.0.1."""
+    import shutil
+    import subprocess
+
+    from mnistcl.serve import wait_http_ok
+
+    binary = shutil.which("prometheus-pushgateway")
+    if not binary:
+        pytest.skip("prometheus-pushgateway not installed (apt-get install prometheus-pushgateway)")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
+                            stderr=open(tmp_path / "pushgateway.log", "w"))
+    try:
+        if not wait_http_ok(f"{url}/-/ready", 30, interval=0.2):
+            pytest.fail(f"the Pushgateway did not start: {(tmp_path / 'pushgateway.log').read_text()[-2000:]}")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)

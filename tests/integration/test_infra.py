@@ -74,6 +74,28 @@ def test_kustomize_overlays_render_and_validate(tmp_path):
         assert {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"} == {f"mnist-{env}"}
 
 
+def test_flow_jobs_get_the_model_pods_registry_and_the_pushgateway(tmp_path):
+    """The Prefect job template's envFrom resolves in every overlay: the flow Jobs read the same
+    registry as the model server, the Pushgateway Terraform installs, and the prediction log from
+    the Secret the model server reads it from."""
+    need("kubectl")
+    from mnistcl.orchestrate import SECRETS, SETTINGS_CONFIGMAP, gpu_job_template
+
+    container = gpu_job_template()["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["envFrom"] == [{"configMapRef": {"name": SETTINGS_CONFIGMAP}}, {"secretRef": {"name": SECRETS}}]
+    addons = "".join(p.read_text() for p in (ROOT / "infra/terraform/modules/addons").glob("*.tf"))
+    for env in ("staging", "prod"):
+        docs = check.render(env)
+        settings = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == SETTINGS_CONFIGMAP)
+        sdep = next(d for d in docs if d["kind"] == "SeldonDeployment")
+        server_env = {e["name"]: e for e in sdep["spec"]["predictors"][0]["componentSpecs"][0]["spec"]["containers"][0]["env"]}
+        assert settings["data"]["MNISTCL_STORAGE_URL"] == server_env["MNISTCL_STORE_URL"]["value"]
+        assert server_env["MNISTCL_PREDICTIONS_DB"]["valueFrom"]["secretKeyRef"] == {
+            "name": SECRETS, "key": "MNISTCL_PREDICTIONS_DB"}
+        host = settings["data"]["MNISTCL_PUSHGATEWAY_URL"].split("//")[1].split(".")[0]
+        assert f'name       = "{host}"' in addons and 'chart      = "prometheus-pushgateway"' in addons
+
+
 def test_a_broken_manifest_is_caught(tmp_path, monkeypatch):
     need("kubectl")
     bad = tmp_path / "k8s"

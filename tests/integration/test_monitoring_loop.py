@@ -5,6 +5,7 @@ import json
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -57,10 +58,12 @@ def held_out(mnist_medium, n, seed):
     return xt[idx], yt[idx]
 
 
-def test_inverted_inputs_breach_a_rule_and_email_the_data_scientist(champion_home, mnist_medium, smtp_server):
+def test_inverted_inputs_breach_a_rule_and_email_the_data_scientist(champion_home, mnist_medium, smtp_server,
+                                                                     pushgateway):
+    """... and the window's gauges reach a real Pushgateway, where Prometheus would scrape them."""
     s, onnx = champion_home
     s = s.model_copy(update={"smtp_host": smtp_server.host, "smtp_port": smtp_server.port, "smtp_tls": "none",
-                             "alert_to": "ds@bank.example"})
+                             "alert_to": "ds@bank.example", "pushgateway_url": pushgateway})
     x, _ = held_out(mnist_medium, 300, 1)
     x = x.copy()
     x[:30] = 255 - x[:30]  # 10% of the window arrives with a white background
@@ -75,14 +78,24 @@ def test_inverted_inputs_breach_a_rule_and_email_the_data_scientist(champion_hom
     assert "inverted polarity" in msg.get_payload()
     assert res.alerts[0]["via"] == "smtp"
     assert (s.monitoring_dir / "metrics.prom").read_text().count('mnistcl_input_rule_share{rule="inverted"} 0.1') == 1
+    assert res.metrics_push == "ok"
+    scraped = httpx.get(f"{pushgateway}/metrics", timeout=10).text
+    assert 'mnistcl_input_rule_share{instance="",job="mnistcl_monitor",rule="inverted"} 0.1' in scraped
+    assert f'mnistcl_window_breach{{instance="",job="mnistcl_monitor"}} {int(res.breach)}' in scraped
+    assert f'mnistcl_drift_share{{instance="",job="mnistcl_monitor"}} {res.drift.share}' in scraped
 
 
 def test_clean_traffic_is_quiet_and_alerts_fall_back_to_the_outbox(champion_home, mnist_medium):
     s, onnx = champion_home
+    s = s.model_copy(update={"pushgateway_url": "http://127.0.0.1:1"})  # nothing listens there
     x, y = held_out(mnist_medium, 300, 2)
     log_traffic(s, onnx, x, y)
     res = run_check(s)
     assert res.status == "checked" and not res.drift.drifted, res.drift.scores
+    # An unreachable Pushgateway is reported, and fails nothing: the textfile and the report are written.
+    assert res.metrics_push.startswith("Pushgateway http://127.0.0.1:1 unreachable")
+    assert "Metrics not pushed" in (Path(res.folder) / "check.md").read_text()
+    assert "mnistcl_drift_share" in (s.monitoring_dir / "metrics.prom").read_text()
     assert not any(r.breached for r in res.input_rules), [(r.name, r.share) for r in res.input_rules]
     assert (s.monitoring_dir / "checks").exists() and res.folder and (res.drift.report_html or "").endswith(".html")
     assert run_check(s).status == "waiting"  # nothing new since

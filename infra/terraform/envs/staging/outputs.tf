@@ -27,3 +27,8 @@ output "training_role_arn" {
   description = "IAM role of the training service account."
   value       = module.irsa.training_role_arn
 }
+
+output "pushgateway_url" {
+  description = "Where the monitor Jobs push their gauges: pushgateway_url in configs/deploy.yaml"
+  value       = module.addons.pushgateway_url
+}

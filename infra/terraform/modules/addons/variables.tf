@@ -20,6 +20,12 @@ variable "kube_prometheus_stack_version" {
   default     = "66.3.1"
 }
 
+variable "pushgateway_version" {
+  description = "prometheus-pushgateway chart (where the monitor Jobs push their gauges)."
+  type        = string
+  default     = "2.15.0"
+}
+
 variable "seldon_core_version" {
   description = "Seldon Core operator: 1.17.1 is the last Apache-2.0 release."
   type        = string
