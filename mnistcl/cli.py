@@ -1052,7 +1052,8 @@ def monitor_relay(
     """Relay Alertmanager's webhook to Prefect events (open-source Prefect has no webhooks).
 
     Each firing alert becomes the event named by its `prefect_event` label (default
-    mnistcl.alert.<alertname>), posted to <prefect api>/events.
+    mnistcl.alert.<alertname>), posted to <prefect api>/events. With MNISTCL_RELAY_TOKEN set,
+    every POST must carry `Authorization: Bearer <token>` (401 otherwise).
 
     Example:
 
@@ -1064,7 +1065,7 @@ def monitor_relay(
     api = prefect_api or settings.prefect_api
     if not api:
         _fail("no Prefect API: pass --prefect-api or set PREFECT_API_URL")
-    serve(host, port, api, events_log=settings.events_log)
+    serve(host, port, api, events_log=settings.events_log, token=settings.relay_token.get_secret_value() or None)
 
 
 @app.command("retrain")

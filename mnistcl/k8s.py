@@ -42,7 +42,9 @@ def _matcher(text: str) -> dict:
 
 def alertmanager_config(email_to: str = "data-science@example.com") -> dict:
     """The routes of monitoring/alertmanager.py for the Prometheus operator (namespaced)."""
+    from mnistcl.orchestrate import SECRETS
     from monitoring.alertmanager import EMAIL, RELAY, routes
+    from monitoring.relay import TOKEN_ENV as RELAY_TOKEN_ENV
 
     r = routes()
     return {
@@ -55,7 +57,11 @@ def alertmanager_config(email_to: str = "data-science@example.com") -> dict:
                                   **({"continue": True} if c.get("continue") else {})} for c in r["routes"]]},
             "receivers": [
                 {"name": EMAIL, "emailConfigs": [{"to": email_to, "sendResolved": True}]},
-                {"name": RELAY, "webhookConfigs": [{"url": "http://mnist-relay:9095/", "sendResolved": False}]},
+                # The relay requires the bearer token (MNISTCL_RELAY_TOKEN in the app's Secret).
+                {"name": RELAY, "webhookConfigs": [{
+                    "url": "http://mnist-relay:9095/", "sendResolved": False,
+                    "httpConfig": {"authorization": {"type": "Bearer",
+                                                     "credentials": {"name": SECRETS, "key": RELAY_TOKEN_ENV}}}}]},
             ],
         },
     }

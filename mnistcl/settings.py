@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     alert_from: str = Field(default="mnist-continual@localhost", description="Sender of alert emails.")
     alert_to: str = Field(default="data-scientist@localhost",
                           description="Recipients of alert emails, comma-separated.")
+    relay_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="Bearer token the Alertmanager relay requires on every POST (use MNISTCL_RELAY_TOKEN); "
+                    "empty: none (the local default, 127.0.0.1 only).",
+    )
     pushgateway_url: str = Field(
         default="",
         description="Prometheus Pushgateway (http://host:9091) that each monitoring check pushes its gauges to "

@@ -10,13 +10,18 @@ event posted to ``<prefect api>/events``:
 
 Resolved alerts are acknowledged and not forwarded. A body that is not Alertmanager's JSON gets
 a 400 naming the problem; when Prefect cannot be reached the relay answers 502, so Alertmanager
-retries. Standard library plus httpx; `mnistcl monitor relay` starts it, GET /healthz checks it.
+retries. With a token (``MNISTCL_RELAY_TOKEN``) every POST must carry ``Authorization: Bearer
+<token>`` (Alertmanager's ``http_config.authorization``), or gets a 401: whoever can reach the
+relay could otherwise start retrainings. Standard library plus httpx; `mnistcl monitor relay`
+starts it, GET /healthz (open, for probes) checks it.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
+import os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -26,6 +31,7 @@ from mnistcl.events import make_event
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1_000_000
+TOKEN_ENV = "MNISTCL_RELAY_TOKEN"
 
 
 class RelayError(ValueError):
@@ -52,8 +58,9 @@ def to_events(body: dict) -> list[dict]:
     return events
 
 
-def make_handler(prefect_api: str, events_log: Path | None = None):
+def make_handler(prefect_api: str, events_log: Path | None = None, token: str | None = None):
     url = prefect_api.rstrip("/") + "/events"
+    expected = f"Bearer {token}".encode() if token else None
 
     class Handler(BaseHTTPRequestHandler):
         def _reply(self, code: int, body: dict) -> None:
@@ -71,6 +78,10 @@ def make_handler(prefect_api: str, events_log: Path | None = None):
                 self._reply(404, {"error": f"no such path {self.path}; POST alerts to /"})
 
         def do_POST(self):  # noqa: N802
+            if expected is not None and not hmac.compare_digest(
+                    self.headers.get("Authorization", "").encode(), expected):
+                self._reply(401, {"error": "missing or wrong bearer token (Authorization: Bearer <MNISTCL_RELAY_TOKEN>)"})
+                return
             length = int(self.headers.get("Content-Length") or 0)
             if length > MAX_BODY:
                 self._reply(400, {"error": f"body larger than {MAX_BODY} bytes"})
@@ -104,14 +115,17 @@ def make_handler(prefect_api: str, events_log: Path | None = None):
     return Handler
 
 
-def make_server(host: str, port: int, prefect_api: str, events_log: Path | None = None) -> ThreadingHTTPServer:
-    return ThreadingHTTPServer((host, port), make_handler(prefect_api, events_log))
+def make_server(host: str, port: int, prefect_api: str, events_log: Path | None = None,
+                token: str | None = None) -> ThreadingHTTPServer:
+    return ThreadingHTTPServer((host, port), make_handler(prefect_api, events_log, token))
 
 
-def serve(host: str, port: int, prefect_api: str, events_log: Path | None = None) -> None:
+def serve(host: str, port: int, prefect_api: str, events_log: Path | None = None, token: str | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    server = make_server(host, port, prefect_api, events_log)
-    print(f"relaying Alertmanager webhooks on http://{host}:{port}/ to {prefect_api.rstrip('/')}/events", flush=True)
+    server = make_server(host, port, prefect_api, events_log, token)
+    print(f"relaying Alertmanager webhooks on http://{host}:{port}/ to {prefect_api.rstrip('/')}/events"
+          f" ({'bearer token required' if token else f'no token: set {TOKEN_ENV} where others can reach it'})",
+          flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -127,5 +141,7 @@ if __name__ == "__main__":
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=9095)
     ap.add_argument("--prefect-api", required=True)
+    ap.add_argument("--token-file", type=Path, help=f"file holding the bearer token (default: ${TOKEN_ENV})")
     a = ap.parse_args()
-    serve(a.host, a.port, a.prefect_api)
+    serve(a.host, a.port, a.prefect_api, token=(a.token_file.read_text().strip() if a.token_file
+                                                else os.environ.get(TOKEN_ENV)) or None)

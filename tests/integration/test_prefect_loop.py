@@ -135,13 +135,15 @@ def test_event_creates_a_retrain_run_that_a_worker_executes(prefect, tmp_path, m
                     reason="Alertmanager is not installed (Debian package prometheus-alertmanager)")
 def test_alertmanager_alert_emails_and_starts_a_retrain_run(prefect, smtp_server, tmp_path):
     api = prefect["api"]
-    relay = make_server("127.0.0.1", free_port(), api, events_log=tmp_path / "events.jsonl")
+    token = "s3cret-relay-token"
+    relay = make_server("127.0.0.1", free_port(), api, events_log=tmp_path / "events.jsonl", token=token)
     threading.Thread(target=relay.serve_forever, daemon=True).start()
     am_port = free_port()
     cfg = tmp_path / "alertmanager.yml"
+    (tmp_path / "relay-token").write_text(token)
     cfg.write_text(render(smtp_smarthost=f"127.0.0.1:{smtp_server.port}", email_to="ds@bank.example",
                           relay_url=f"http://127.0.0.1:{relay.server_address[1]}/", group_wait="1s",
-                          group_interval="2s"))
+                          group_interval="2s", relay_token_file=str(tmp_path / "relay-token")))
     check = subprocess.run(["amtool", "check-config", str(cfg)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
@@ -167,8 +169,13 @@ def test_alertmanager_alert_emails_and_starts_a_retrain_run(prefect, smtp_server
         assert run["parameters"]["reason"] == "mnistcl.confidence.low from mnistcl.alertmanager.MnistLowConfidenceShareHigh"
         relayed = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
         assert [e["event"] for e in relayed][:1] == ["mnistcl.confidence.low"]
-        # The relay refuses what is not Alertmanager's JSON and keeps serving.
-        bad = httpx.post(f"http://127.0.0.1:{relay.server_address[1]}/", content=b"nope", timeout=10)
+        # The relay refuses a POST without the token, or what is not Alertmanager's JSON, and keeps serving.
+        relay_url = f"http://127.0.0.1:{relay.server_address[1]}/"
+        anon = httpx.post(relay_url, json={"alerts": []}, timeout=10)
+        assert anon.status_code == 401 and "bearer token" in anon.json()["error"]
+        wrong = httpx.post(relay_url, json={"alerts": []}, headers={"Authorization": "Bearer guess"}, timeout=10)
+        assert wrong.status_code == 401
+        bad = httpx.post(relay_url, content=b"nope", headers={"Authorization": f"Bearer {token}"}, timeout=10)
         assert bad.status_code == 400 and "not JSON" in bad.json()["error"]
         assert httpx.get(f"http://127.0.0.1:{relay.server_address[1]}/healthz", timeout=10).status_code == 200
     finally:

@@ -3,6 +3,7 @@ and the generated configuration files (no servers)."""
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,6 +151,33 @@ def test_relay_maps_firing_alerts_to_prefect_events():
     for bad, needle in [({"x": 1}, "alerts"), ({"alerts": [{"status": "firing"}]}, "no labels"), ([], "alerts")]:
         with pytest.raises(relay.RelayError, match=needle):
             relay.to_events(bad)
+
+
+def test_relay_requires_its_token_from_a_file(tmp_path):
+    """`python -m monitoring.relay --token-file` (how the cluster runs it): 401 without the token,
+    200 with it; /healthz stays open for the probes."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    from mnistcl.serve import free_port, wait_http_ok
+
+    (tmp_path / "token").write_text("t0ken\n")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "monitoring.relay", "--port", str(port), "--prefect-api",
+                             "http://127.0.0.1:1/api", "--token-file", str(tmp_path / "token")],
+                            cwd=Path(relay.__file__).parents[1], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        assert wait_http_ok(f"{url}healthz", 30)
+        assert httpx.post(url, json={"alerts": []}, timeout=10).status_code == 401
+        assert httpx.post(url, json={"alerts": []}, headers={"Authorization": "Bearer t0ke"}, timeout=10).status_code == 401
+        ok = httpx.post(url, json={"alerts": []}, headers={"Authorization": "Bearer t0ken"}, timeout=10)
+        assert ok.status_code == 200 and ok.json() == {"relayed": []}
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_generated_files_match_their_generators():
