@@ -189,13 +189,15 @@ def run_check(settings, cfg: MonitoringConfig | None = None, *, notify: bool = T
     lock = RetrainLock(settings.monitoring_dir)
     with state.update() as st:
         st["cursor"] = end
-        st["windows"].append({"end": end, "breach": res.breach, "reasons": reasons, "drift_share": drift.share})
+        st["windows"].append({"end": end, "breach": res.breach, "reasons": reasons, "drift_share": drift.share,
+                              "champion_data": dataset})
         now = time.time()
         last = max([t for t in (st.get("last_retrain_started"), st.get("last_trigger")) if t] or [0]) or None
-        res.decision = decide([w["breach"] for w in st["windows"]], cfg.trigger, now=now,
+        res.decision = decide(live_breaches(st["windows"], dataset), cfg.trigger, now=now,
                               last_retrain_started=last, retrain_running=lock.running())
         if res.decision.retrain:
             st["last_trigger"] = now
+            st["windows"][-1]["triggered"] = True
     if notify:
         _notify(settings, cfg, res)
     text = prometheus_text(res)
@@ -204,6 +206,14 @@ def run_check(settings, cfg: MonitoringConfig | None = None, *, notify: bool = T
         res.metrics_push = push_metrics(settings.pushgateway_url, text)
     _write(res, folder)
     return res
+
+
+def live_breaches(windows: list[dict], champion_data: str) -> list[bool]:
+    """The breach history that may still trigger a retraining: windows after the last one that
+    triggered (its breaches are spent) and judged against the current champion's data (a new
+    champion starts with a clean slate)."""
+    last = max((i for i, w in enumerate(windows) if w.get("triggered")), default=-1)
+    return [w["breach"] for w in windows[last + 1:] if w.get("champion_data", champion_data) == champion_data]
 
 
 def _notify(settings, cfg: MonitoringConfig, res: CheckResult) -> None:

@@ -126,7 +126,7 @@ def test_drift_triggers_once_then_retraining_from_feedback_promotes(champion_hom
             assert any("retraining triggered" in a["subject"] for a in res.alerts)
         else:
             assert not res.events
-    assert decisions == [False, True, False]  # hysteresis 2 of 3, then cooldown
+    assert decisions == [False, True, False]  # hysteresis 2 of 3; then the breaches that triggered are spent
     events = [json.loads(line) for line in s.events_log.read_text().splitlines()]
     assert [e["event"] for e in events] == [DRIFT_DETECTED]
 

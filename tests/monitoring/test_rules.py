@@ -125,6 +125,18 @@ def test_hysteresis_and_cooldown(history, running, last, expect):
     assert d.retrain is expect, d.reason
 
 
+def test_spent_and_stale_breaches_do_not_trigger_again():
+    from monitoring.check import live_breaches
+
+    b = lambda breach, data, **kw: {"breach": breach, "champion_data": data, **kw}  # noqa: E731
+    windows = [b(True, "v1"), b(True, "v1", triggered=True), b(True, "v1"), b(False, "v2"), b(True, "v2")]
+    assert live_breaches(windows, "v2") == [False, True]    # the champion changed: v1's windows are stale
+    assert live_breaches(windows, "v1") == [True]           # only the breach after the trigger is live
+    assert live_breaches(windows[:1], "v1") == [True]       # nothing triggered yet
+    cfg = TriggerConfig(breaches=2, of_last=3, cooldown_hours=0)
+    assert not decide(live_breaches(windows, "v1"), cfg, now=0, last_retrain_started=None, retrain_running=False).retrain
+
+
 def test_retrain_lock_is_exclusive_and_stale_locks_expire(tmp_path):
     a = RetrainLock(tmp_path)
     a.acquire("first")
