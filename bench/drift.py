@@ -126,9 +126,15 @@ def learned(args, cfg, pool, reference, window) -> dict:
     kinds = {k: sev[1] for k, sev in DRIFTS.items()}
     cols = ["clean", *kinds]
 
-    def flagged(refs, col, i):
+    def window_features(col, i):
         x, r = window(4000 + i)
-        return nearest_drift(refs, features(x if col == "clean" else apply(x, {col: kinds[col]}, r)), cfg).drifted
+        return features(x if col == "clean" else apply(x, {col: kinds[col]}, r))
+
+    # the same windows for every row: their features are computed once
+    feats = {(c, i): window_features(c, i) for c in cols for i in range(args.learned_windows)}
+
+    def flagged(refs, col, i):
+        return nearest_drift(refs, feats[col, i], cfg).drifted
 
     out = {"batch_images": 800, "windows": args.learned_windows, "severities": kinds, "mnist_only": {}, "learned": {}}
     for col in cols:

@@ -22,6 +22,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -113,16 +114,11 @@ def reference_features(settings, cfg: MonitoringConfig) -> tuple[list[Reference]
         dataset = ds_store.resolve(None)
     lineage = ds_store.manifest(dataset).lineage
     n = cfg.reference_images
-    refs = [Reference(lineage[0], _cached_features(settings, f"{lineage[0]}-{n}",
-                                                   lambda: _sample(ds_store.load_own(lineage[0])["train"][0], n)))]
-    for vid in reversed(lineage[1:]):
-        if len(refs) > cfg.reference_batches:
-            break
-        if sum(ds_store.manifest(vid).counts.get("train", [])) < MIN_BATCH_IMAGES:
-            continue
-        refs.append(Reference(vid, _cached_features(settings, f"{vid}-train-{n}",
-                                                    lambda v=vid: _sample(ds_store.load_own(v)["train"][0], n))))
-    return refs, dataset
+    batches = (v for v in reversed(lineage[1:])  # lazy: stop reading manifests once enough are found
+               if sum(ds_store.manifest(v).counts.get("train", [])) >= MIN_BATCH_IMAGES)
+    return [Reference(v, _cached_features(settings, f"{v}-train-{n}",
+                                          lambda v=v: _sample(ds_store.load_own(v)["train"][0], n)))
+            for v in [lineage[0], *islice(batches, cfg.reference_batches)]], dataset
 
 
 def nearest_drift(references: list[Reference], current: pd.DataFrame, cfg: MonitoringConfig,
