@@ -2,7 +2,8 @@
 
 Deployed with an interval schedule (prefect.yaml, deployment ``monitor``). A breach that passes
 the hysteresis and cooldown emits ``mnistcl.drift.detected`` / ``mnistcl.confidence.low`` /
-``mnistcl.accuracy.low``, which trigger the ``retrain`` deployment.
+``mnistcl.accuracy.low``, which trigger the ``retrain`` deployment. With a challenger in shadow,
+enough new labelled shadow traffic emits ``mnistcl.challenger.evidence`` (the ``judge`` deployment).
 """
 
 from __future__ import annotations
@@ -18,10 +19,16 @@ def monitor(config: str | None = None) -> dict:
 
     from mnistcl.settings import load_settings
     from monitoring.check import run_check, to_markdown
+    from validation.gate import load_gate
+    from validation.shadow import announce_evidence
 
     settings = load_settings(config)
     res = run_check(settings)
     logger = get_run_logger()
+    ev = announce_evidence(settings, load_gate())  # a challenger in shadow: is a judgement due?
+    if ev:
+        logger.info("challenger %s: %s new labelled shadow images, judgement due (event %s)",
+                    ev["payload"]["challenger"], ev["payload"]["new"], ev["delivered"])
     if res.status == "waiting":
         logger.info("%s", res.reasons[0])
         return res.to_json()

@@ -91,16 +91,17 @@ def validate_and_promote(settings, summary: dict, gate_path: str | None) -> dict
     """The validation gate over the sweep's best runs, then the registry and the alias move."""
     from pathlib import Path
 
-    from mnistcl.promote import validate_register_promote
+    from validation.promote import validate_register_promote
 
     result = validate_register_promote(settings, summary, gate_path=Path(gate_path) if gate_path else None)
     logger = get_run_logger()
     for r in result["registered"]:
-        logger.info("registered %s (experiment %s): gate %s%s", r["version"], r["experiment"],
-                    "passed" if r["passed"] else "FAILED", "" if r["passed"] else ": " + "; ".join(r["violations"]))
-    promoted = result.get("promoted")
+        logger.info("registered %s (experiment %s): gate verdict %s: %s", r["version"], r["experiment"],
+                    r["verdict"], r["why"])
+    promoted = result.get("promoted") or result.get("challenger")
     if promoted:
-        logger.info("promoted %s to %s (was %s)", promoted["version"], promoted["alias"], promoted["previous"])
+        logger.info("%s %s (was %s)", f"promoted to {promoted.get('alias', 'champion')}" if result.get("promoted")
+                    else "challenger (shadowed)", promoted["version"], promoted["previous"])
         report = Path(result["reports"][promoted["version"]]).read_text()
     else:
         logger.warning("nothing promoted; champion stays %s", result["champion_before"])

@@ -7,6 +7,7 @@ so ``mnistcl --help`` stays instant.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
@@ -375,15 +376,18 @@ def train(
 def print_promotion(promo: dict | None) -> None:
     if not promo:
         return
+    colour = {"promote": "green", "challenger": "yellow", "reject": "red"}
     for r in promo["registered"]:
-        status = "[green]passed[/green]" if r["passed"] else "[red]failed[/red]"
-        console.print(f"registered {r['version']} (experiment {r['experiment']}, {r['family']}): gate {status} "
-                      f"in {r['gate_seconds']:.1f} s; report {r['report_md']}")
-        for v in r["violations"]:
-            console.print(f"    violated {v}")
-    p = promo.get("promoted")
+        v = r["verdict"]
+        console.print(f"registered {r['version']} (experiment {r['experiment']}, {r['family']}): gate "
+                      f"[{colour.get(v, 'white')}]{v}[/{colour.get(v, 'white')}] in {r['gate_seconds']:.1f} s: "
+                      f"{r['why']}; report {r['report_md']}", markup=True, highlight=False)
+    p, c = promo.get("promoted"), promo.get("challenger")
     if p:
         console.print(f"[bold]{p['alias']}: {p['previous'] or '-'} -> {p['version']}[/bold]")
+    elif c:
+        console.print(f"[bold]challenger: {c['previous'] or '-'} -> {c['version']}[/bold] (shadowed beside the "
+                      f"champion until labelled traffic decides)")
     else:
         console.print(f"nothing promoted; champion stays {promo['champion_before'] or '-'}"
                       + (f" ({promo['promotion_error']})" if promo.get("promotion_error") else ""))
@@ -596,7 +600,7 @@ def models_list(ctx: typer.Context) -> None:
             lineage = f"{mv.dataset} (missing)"
         acc = (mv.validation or {}).get("metrics", {}).get("accuracy", {})
         tags = ", ".join(a for a, v in aliases.items() if v == mv.id)
-        gate = "-" if mv.gate_passed is None else ("passed" if mv.gate_passed else "[red]failed[/red]")
+        gate = "-" if mv.gate_passed is None else (mv.gate_verdict or ("passed" if mv.gate_passed else "failed"))
         table.add_row(mv.id, f"[bold]{tags}[/bold]" if tags else "", mv.family, lineage,
                       f"#{mv.experiment_id}" if mv.experiment_id else "-", gate,
                       _fmt(acc.get("mnist-test")), _fmt(acc.get("newest")),
@@ -637,7 +641,8 @@ def models_show(
             ("parent model", mv.parent_model or "-"), ("code revision", mv.code_revision),
             ("hyperparameters", json_dumps(mv.params)), ("config", json_dumps(mv.config)),
             ("training metrics", json_dumps(mv.metrics)),
-            ("gate", "-" if mv.gate_passed is None else "passed" if mv.gate_passed else "FAILED")]
+            ("gate", "-" if mv.gate_passed is None else f"{mv.gate_verdict or ('passed' if mv.gate_passed else 'FAILED')}: "
+                     f"{(mv.validation or {}).get('reason', '')}")]
     for v in (mv.validation or {}).get("violations", []):
         rows.append(("  violation", f"{v['rule']}: {v['detail']}"))
     for kind, a in mv.artifacts.items():
@@ -658,14 +663,16 @@ def models_validate(
 ) -> None:
     """Run the validation gate on a registered version against the current champion, now.
 
+    Exit code 0: promote; 3: not enough evidence (challenger: shadow it); 1: reject.
+
     Example:
 
       mnistcl models validate m4 --dataset v2
     """
     from mnistcl.datasets import DatasetError
-    from mnistcl.promote import validate_candidate
     from mnistcl.registry import RegistryError
-    from mnistcl.validate import load_gate
+    from validation.gate import load_gate
+    from validation.promote import validate_candidate
 
     settings = _settings(ctx)
     reg = _registry(settings)
@@ -680,8 +687,8 @@ def models_validate(
         _fail(str(exc))
     console.print(rep.to_markdown(), markup=False, highlight=False)
     console.print(f"report: {files['report_md']}")
-    if not rep.passed:
-        raise typer.Exit(1)
+    if not rep.passed:  # exit 3: not enough evidence (a challenger for the shadow); 1: reject
+        raise typer.Exit(3 if rep.verdict == "challenger" else 1)
 
 
 @models_app.command("promote")
@@ -1189,15 +1196,20 @@ def scenario_run(
     stream_images: Annotated[int | None, typer.Option(min=1, help="Digits each cohort streams (override).")] = None,
     eval_images: Annotated[int | None, typer.Option(min=1, help="Held-out digits per cohort (override).")] = None,
     strategy: Annotated[str | None, typer.Option(help="finetune-replay, full or automl (override).")] = None,
+    seeds: Annotated[int, typer.Option(min=1, help="Runs, one per seed from the settings' seed on, each from the "
+                                                    "same champion on its own copy of the store; mean and sd.")] = 1,
+    results: Annotated[Path | None, typer.Option(help="With --seeds: also write the summary JSON here.")] = None,
 ) -> None:
     """Stream cohorts of drifting handwriting through the model server, let monitoring alert and
     trigger retraining, promote and hot-swap new champions, then write a report with plots.
 
     Needs a champion (`mnistcl train`) and the serving environment (`make venv-serve`).
 
-    Example:
+    Examples:
 
       mnistcl scenario run --orchestrator local --stream-images 500
+
+      mnistcl scenario run --seeds 3 --results bench/results/scenario-seeds.json
     """
     from mnistcl.retrain import STRATEGIES
     from mnistcl.scenario import ScenarioError, load_scenario, run_scenario
@@ -1222,6 +1234,24 @@ def scenario_run(
         _fail("no champion yet: run `mnistcl train` (or `mnistcl demo`) first")
     use_local_prefect(settings)
     folder = out or settings.home_dir / "scenario" / time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    if seeds > 1:
+        from mnistcl.scenario import run_seeds
+
+        try:
+            summary = run_seeds(settings, sc, folder, [settings.seed + i for i in range(seeds)],
+                                orchestrator=orchestrator)
+        except ScenarioError as exc:
+            _fail(str(exc))
+        console.rule(f"result over {seeds} seeds")
+        console.print(f"ACC {summary['acc_mean']:.4f} +/- {summary['acc_sd']:.4f} (static {summary['static_acc_mean']:.4f}), "
+                      f"BWT {summary['bwt_mean']:+.4f} +/- {summary['bwt_sd']:.4f}, promotions "
+                      f"{summary['promotions_mean']:.1f} +/- {summary['promotions_sd']:.1f}; drift episodes ending "
+                      f"with a better champion: at least {summary['episodes_better_min']} of {summary['episodes']}")
+        if results:
+            results.parent.mkdir(parents=True, exist_ok=True)
+            results.write_text(json.dumps(summary, indent=1, default=float) + "\n")
+        console.print(f"per seed: [bold]{folder}/seed-*/report.md[/bold]; summary {folder / 'seeds.json'}")
+        return
     result = run_scenario(settings, sc, folder, orchestrator=orchestrator)
     m, ms = result["metrics"], result["metrics_static"]
     console.rule("result")
@@ -1261,7 +1291,7 @@ def demo(
     console.rule("4. continual learning: new users, drift, alerts, retraining, promotion")
     folder = settings.home_dir / "scenario" / time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     ctx.invoke(scenario_run, ctx=ctx, scenario=None, out=folder, orchestrator=orchestrator, stream_images=None,
-               eval_images=None, strategy=None)
+               eval_images=None, strategy=None, seeds=1, results=None)
     latest = settings.home_dir / "scenario" / "latest"
     latest.unlink(missing_ok=True)
     latest.symlink_to(folder.name)

@@ -52,6 +52,9 @@ def _pod_spec(cfg: dict, alias: str) -> dict:
             "env": [
                 {"name": "MNISTCL_STORE_URL", "value": cfg["store_url"]},
                 {"name": "MNISTCL_SERVE_ALIAS", "value": alias},
+                # Each predictor also scores every request with the other alias, answering nothing:
+                # canary or not, every labelled request pairs the two models (validation/shadow.py).
+                {"name": "MNISTCL_SHADOW_ALIAS", "value": "challenger" if alias == "champion" else "champion"},
                 {"name": "MNISTCL_MODEL_CACHE", "value": "/tmp/model-cache"},
                 {"name": "MNISTCL_PREDICTIONS_DB",
                  "valueFrom": {"secretKeyRef": {"name": cfg["secrets"], "key": "MNISTCL_PREDICTIONS_DB"}}},

@@ -1,4 +1,5 @@
-"""The prediction log: every accepted input and output, feedback labels, rejected requests.
+"""The prediction log: every accepted input and output, feedback labels, rejected requests, and
+the shadow model's answers to the same inputs (the challenger, scored beside the champion).
 
 One class, two backends chosen by the location: a SQLite file (default; WAL, several gunicorn
 workers may write) or a PostgreSQL URL (``postgresql://user@host:5432/db``, through psycopg 3).
@@ -31,6 +32,14 @@ CREATE TABLE IF NOT EXISTS predictions (
     PRIMARY KEY (request_id, item)
 );
 CREATE INDEX IF NOT EXISTS predictions_at ON predictions(at);
+CREATE TABLE IF NOT EXISTS shadow (
+    request_id TEXT NOT NULL,
+    item INTEGER NOT NULL,
+    model_version TEXT NOT NULL,
+    digit INTEGER NOT NULL,
+    confidence DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (request_id, item, model_version)
+);
 CREATE TABLE IF NOT EXISTS rejected (
     at DOUBLE PRECISION NOT NULL,
     endpoint TEXT NOT NULL,
@@ -109,15 +118,22 @@ class PredictionLog:
 
     # ---------------------------------------------------------------- writing
     def log_predictions(self, request_id: str, model_version: str, kind: str, images: np.ndarray,
-                        probs: np.ndarray) -> None:
-        """One transaction per request: all of its images or none (the server answers after this)."""
+                        probs: np.ndarray, shadow: list[tuple[str, np.ndarray]] | None = None) -> None:
+        """One transaction per request: all of its images or none (the server answers after this).
+        ``shadow``: (model version, probabilities) of each model that scored the same images
+        without answering."""
         now = time.time()
         px = np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8).reshape(len(images), -1)
         rows = [(request_id, i, now, model_version, kind, px[i].tobytes(), json.dumps([round(float(p), 6) for p in probs[i]]),
                  int(probs[i].argmax()), float(probs[i].max())) for i in range(len(images))]
         p = self.ph
-        self._tx([(f"INSERT INTO predictions (request_id, item, at, model_version, input_kind, image, probs, digit, "
-                   f"confidence) VALUES ({', '.join([p] * 9)})", rows)])
+        statements = [(f"INSERT INTO predictions (request_id, item, at, model_version, input_kind, image, probs, digit, "
+                       f"confidence) VALUES ({', '.join([p] * 9)})", rows)]
+        for version, sp in shadow or []:
+            statements.append((f"INSERT INTO shadow (request_id, item, model_version, digit, confidence) "
+                               f"VALUES ({p}, {p}, {p}, {p}, {p})",
+                               [(request_id, i, version, int(sp[i].argmax()), float(sp[i].max())) for i in range(len(sp))]))
+        self._tx(statements)
 
     def log_rejected(self, endpoint: str, reason: str) -> None:
         p = self.ph
@@ -149,8 +165,8 @@ class PredictionLog:
 
     def window(self, *, after: float, limit: int, max_per_request: int = 64) -> list[tuple]:
         """The next ``limit`` images logged after time ``after`` (never half a request):
-        rows of (at, digit, confidence, feedback or -1, image bytes), oldest first."""
-        rows = self._query(f"SELECT at, digit, confidence, COALESCE(feedback, -1), image FROM predictions "
+        rows of (at, digit, confidence, feedback or -1, image bytes, probabilities JSON), oldest first."""
+        rows = self._query(f"SELECT at, digit, confidence, COALESCE(feedback, -1), image, probs FROM predictions "
                            f"WHERE at > {self.ph} ORDER BY at, request_id, item LIMIT {int(limit) + max_per_request}",
                            (after,))
         if len(rows) <= limit:
@@ -166,6 +182,38 @@ class PredictionLog:
             return np.zeros((0, 28, 28), np.uint8), np.zeros((0,), np.uint8), feedback_after
         x = np.stack([np.frombuffer(bytes(r[0]), np.uint8).reshape(28, 28) for r in rows])
         return x, np.array([r[1] for r in rows], dtype=np.uint8), float(rows[-1][2])
+
+    def paired_outcomes(self, a: str, b: str, *, since: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Labelled images logged at or after ``since`` that both model versions scored (one
+        answering, the other in shadow, either way round): whether ``a`` and ``b`` were right,
+        per image, oldest first."""
+        p = self.ph
+        rows = self._query(
+            "SELECT p.feedback, p.model_version, p.digit, s.digit FROM predictions p JOIN shadow s "
+            "ON p.request_id = s.request_id AND p.item = s.item WHERE p.feedback IS NOT NULL "
+            f"AND p.at >= {p} AND ((p.model_version = {p} AND s.model_version = {p}) "
+            f"OR (p.model_version = {p} AND s.model_version = {p})) ORDER BY p.at, p.request_id, p.item",
+            (since, a, b, b, a))
+        truth = np.array([r[0] for r in rows], dtype=np.int64)
+        served = np.array([r[2] for r in rows], dtype=np.int64)
+        shadowed = np.array([r[3] for r in rows], dtype=np.int64)
+        a_served = np.array([r[1] == a for r in rows], dtype=bool)
+        digit_a = np.where(a_served, served, shadowed)
+        digit_b = np.where(a_served, shadowed, served)
+        return digit_a == truth, digit_b == truth
+
+    def recent_labelled(self, model_version: str, *, before: float, limit: int,
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The latest ``limit`` labelled images ``model_version`` answered before time ``before``:
+        (uint8 images, probabilities (n, 10), true labels)."""
+        p = self.ph
+        rows = self._query(f"SELECT image, probs, feedback FROM predictions WHERE model_version = {p} "
+                           f"AND feedback IS NOT NULL AND at < {p} ORDER BY at DESC LIMIT {int(limit)}",
+                           (model_version, before))
+        if not rows:
+            return np.zeros((0, 28, 28), np.uint8), np.zeros((0, 10)), np.zeros((0,), np.int64)
+        return (np.stack([np.frombuffer(bytes(r[0]), np.uint8).reshape(28, 28) for r in rows]),
+                np.array([json.loads(r[1]) for r in rows]), np.array([r[2] for r in rows], dtype=np.int64))
 
     def rejected_between(self, start: float, end: float, endpoint: str = "predict") -> int:
         p = self.ph

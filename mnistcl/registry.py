@@ -5,6 +5,7 @@ Layout in the store (local folder or S3, the same backend as datasets)::
     models/objects/<sha256>              artifacts (ONNX, native weights, reports), content-addressed
     models/versions/m<N>.json            a model version: lineage, metrics, gate report, artifacts
     models/aliases/<alias>/<seq>.json    every alias move, append-only; the highest seq is current
+    models/judgements/<version>/<seq>.json  each shadow judgement of a challenger, append-only
 
 An alias move is one exclusive create of the next sequence number. Two promotions at once:
 exactly one wins and the other is told (and may retry against the new state). A process killed
@@ -15,6 +16,7 @@ nothing is ever unpickled (ONNX, .keras with safe_mode, safetensors).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import subprocess
 from datetime import UTC, datetime
@@ -28,6 +30,7 @@ from mnistcl.storage import AlreadyExists, NotFound, Storage
 VERSIONS = "models/versions/"
 OBJECTS = "models/objects/"
 ALIASES = "models/aliases/"
+JUDGEMENTS = "models/judgements/"
 KNOWN_ALIASES = ("champion", "challenger")
 _VID = re.compile(r"^m(\d+)$")
 
@@ -57,6 +60,7 @@ class ModelVersion(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)  # training-time metrics
     validation: dict[str, Any] | None = None  # the gate report (JSON)
     gate_passed: bool | None = None
+    gate_verdict: str | None = None  # promote | challenger | reject (the gate's decision)
     artifacts: dict[str, Artifact]  # "onnx", "native", "report_md", "report_json"
     note: str = ""
 
@@ -137,7 +141,8 @@ class Registry:
     def register(self, *, files: dict[str, Path], family: str, config: dict, dataset: str,
                  params: dict | None = None, experiment_id: int | None = None, sweep: str | None = None,
                  metrics: dict | None = None, validation: dict | None = None, gate_passed: bool | None = None,
-                 reports: dict[str, str] | None = None, parent_model: str | None = None, note: str = "") -> ModelVersion:
+                 reports: dict[str, str] | None = None, parent_model: str | None = None, note: str = "",
+                 gate_verdict: str | None = None) -> ModelVersion:
         """Store artifacts, then the version record last (exclusively): a crash leaves no version."""
         if "onnx" not in files:
             raise RegistryError("a model version needs an ONNX artifact")
@@ -157,7 +162,7 @@ class Registry:
             mv = ModelVersion(id=vid, created=_now(), family=family, config=config, params=params or {},
                               dataset=dataset, experiment_id=experiment_id, sweep=sweep, parent_model=parent_model,
                               code_revision=rev, metrics=metrics or {}, validation=validation,
-                              gate_passed=gate_passed, artifacts=arts, note=note)
+                              gate_passed=gate_passed, gate_verdict=gate_verdict, artifacts=arts, note=note)
             try:
                 self.storage.put(f"{VERSIONS}{vid}.json", mv.model_dump_json(indent=2).encode(), exclusive=True)
                 return mv
@@ -250,7 +255,8 @@ class Registry:
 
     def promote(self, version: str, alias: str = "champion", *, reason: str, force: bool = False) -> AliasMove:
         mv = self.get(version)
-        if mv.gate_passed is False and not force:
+        shadowed = alias == "challenger" and mv.gate_verdict == "challenger"  # not enough evidence yet: shadow it
+        if mv.gate_passed is False and not shadowed and not force:
             raise RegistryError(f"model version {mv.id} failed the validation gate; use --force to promote it anyway")
         self.artifact_bytes(mv.id, "onnx")  # refuse to serve a corrupt artifact
         current = self.alias(alias)
@@ -266,3 +272,27 @@ class Registry:
             raise RegistryError(f"{alias} has no earlier version to roll back to")
         self.artifact_bytes(target, "onnx")
         return self.move_alias(alias, target, reason=f"{reason} (from {latest.version})", expect=latest.version)
+
+    # ---------------------------------------------------------------- shadow judgements
+    def judgements(self, version: str) -> list[dict[str, Any]]:
+        """Every judgement recorded for ``version``, oldest first."""
+        vid = self.resolve(version)
+        keys = sorted(self.storage.list(f"{JUDGEMENTS}{vid}/"))
+        return [json.loads(self.storage.get(k)) for k in keys]
+
+    def record_judgement(self, version: str, data: dict[str, Any]) -> int:
+        """Append a judgement record with one exclusive create; returns its sequence number. Two
+        judges at once: exactly one writes record ``seq``, the other is told."""
+        vid = self.resolve(version)
+        seq = len(list(self.storage.list(f"{JUDGEMENTS}{vid}/"))) + 1
+        try:
+            self.storage.put(f"{JUDGEMENTS}{vid}/{seq:06d}.json",
+                             json.dumps({**data, "seq": seq, "at": _now()}, default=float).encode(), exclusive=True)
+        except AlreadyExists:
+            raise RegistryError(f"another judgement of {vid} was recorded at the same time; nothing changed") from None
+        return seq
+
+    def alias_set_at(self, alias: str) -> float | None:
+        """When the alias was last moved (seconds since the epoch), or None if never."""
+        m = self._latest_move(alias)
+        return datetime.fromisoformat(m.at).timestamp() if m else None

@@ -26,7 +26,7 @@ def _marks(ax, windows: list[dict]) -> None:
             ax.axvline(w["index"], color="tab:orange", ls="--", lw=1, label=None if alerted else "retraining triggered")
             alerted = True
         r = w.get("retrain") or {}
-        if (r.get("gate") or {}).get("promoted"):
+        if (r.get("gate") or {}).get("promoted") or (w.get("judgement") or {}).get("verdict") == "promote":
             ax.axvline(w["index"] + 0.5, color="tab:green", lw=2, alpha=0.7,
                        label=None if promoted else "new champion promoted")
             promoted = True
@@ -42,6 +42,9 @@ def plot_accuracy(result: dict, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(10, 4))
     ax.plot(x, [w["accuracy"] for w in ws], "o-", label="continual pipeline (served)")
     ax.plot(x, [w["static_accuracy"] for w in ws], "s--", color="tab:red", label=f"static model {result['static_version']}")
+    est = [(w["index"], w["estimated_accuracy"]) for w in ws if w.get("estimated_accuracy") is not None]
+    if est:
+        ax.plot(*zip(*est, strict=True), "x:", color="tab:purple", label="label-free estimate (before feedback)")
     _marks(ax, ws)
     starts = {}
     for w in ws:
@@ -142,18 +145,24 @@ def write_report(result: dict[str, Any], out_dir: Path, settings) -> Path:
         "| after \\ on | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for i, row in enumerate(result["R"]):
         lines.append(f"| {names[i]} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
+    est = [(w["estimated_accuracy"], w["accuracy"]) for w in result["windows"] if w.get("estimated_accuracy") is not None]
+    if est:
+        lines += ["", f"Label-free accuracy estimate (before feedback) against the served accuracy: mean absolute error "
+                      f"{np.mean([abs(a - b) for a, b in est]):.4f} over {len(est)} windows."]
     lines += ["", "## Windows", "",
-              "| window | cohort | served accuracy | static accuracy | drift share | low confidence | decision | check |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| window | cohort | served accuracy | estimated (label-free) | static accuracy | drift share | low confidence "
+              "| decision | check |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for w in result["windows"]:
         folder = w.get("check_folder")
-        lines.append(f"| {w['index']} | {w['cohort_name']} | {w['accuracy']:.3f} | {w['static_accuracy']:.3f} | "
+        e = w.get("estimated_accuracy")
+        lines.append(f"| {w['index']} | {w['cohort_name']} | {w['accuracy']:.3f} | {'-' if e is None else f'{e:.3f}'} | "
                      f"{w.get('drift_share', float('nan')):.2f} | {w.get('low_confidence') or 0:.2f} | "
                      f"{(', '.join(w.get('events') or []) or w.get('decision') or w['check'])} | "
                      + (f"[report]({_rel(folder, out_dir)}/check.md), [drift]({_rel(w.get('drift_report'), out_dir)})"
                         if folder else "-") + " |")
     lines += ["", "## Retraining and promotions", "",
-              "| window | status | candidate | gate | promoted | validation report | Prefect flow run | seconds |",
+              "| window | status | candidate | gate verdict | promoted | validation report | Prefect flow run | seconds |",
               "|---|---|---|---|---|---|---|---|"]
     for w in result["windows"]:
         r = w.get("retrain")
@@ -161,19 +170,29 @@ def write_report(result: dict[str, Any], out_dir: Path, settings) -> Path:
             continue
         g = r.get("gate") or {}
         lines.append(f"| {w['index']} | {r.get('status')} | {g.get('version', '-')} | "
-                     f"{'passed' if g.get('passed') else ('failed: ' + '; '.join(g.get('violations') or [])) if g else r.get('why', '-')} | "
+                     f"{(g.get('verdict', '') + ': ' + g.get('why', '')) if g else r.get('why', '-')} | "
                      f"{(g.get('promoted') or {}).get('version', '-')} | "
                      f"{'[report](' + _rel(g.get('report_md'), out_dir) + ')' if g.get('report_md') else '-'} | "
                      f"{r.get('flow_run', '-')} | {r.get('seconds', 0):.0f} |")
+    judged = [(w["index"], w["judgement"]) for w in result["windows"] if (w.get("judgement") or {}).get("verdict")]
+    lines += ["", "## Challenger judgements (shadow traffic)", ""]
+    if judged:
+        lines += ["| window | challenger | champion | labelled images | difference | interval | verdict |",
+                  "|---|---|---|---|---|---|---|"]
+        for i, j in judged:
+            lines.append(f"| {i} | {j['challenger']} | {j['champion']} | {j['n']} | {j['estimate']:+.4f} | "
+                         f"[{j['interval'][0]:+.4f}, {j['interval'][1]:+.4f}] | {j['verdict']}: {j['why']} |")
+    else:
+        lines.append("- none: no candidate was left without enough evidence")
     outbox = sorted(settings.outbox.glob("*.eml")) if settings.outbox.exists() else []
     lines += ["", f"## Alerts ({len(outbox)} emails in the outbox)", ""]
     lines += [f"- [{p.name}]({_rel(p, out_dir)})" for p in outbox] or ["- none"]
-    from mnistcl.promote import stores
+    from mnistcl.stores import stores
 
     _, reg = stores(settings)
-    lines += ["", "## Promotions (registry history of `champion`)", ""]
-    for mv in reg.history("champion"):
-        lines.append(f"- {mv.at} {mv.previous or '-'} -> {mv.version}: {mv.reason}")
+    lines += ["", "## Promotions (registry history of `champion` and `challenger`)", ""]
+    for mv in reg.history():
+        lines.append(f"- {mv.at} {mv.alias}: {mv.previous or '-'} -> {mv.version or '-'}: {mv.reason}")
     lines += ["", f"Experiments: `mnistcl experiments list`; registry: `mnistcl models list`; events: "
               f"`{_rel(settings.events_log, out_dir)}`; raw numbers: `scenario.json`.", ""]
     path = out_dir / "report.md"

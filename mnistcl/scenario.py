@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ class Cohort:
 @dataclass
 class Scenario:
     cohorts: list[Cohort]
-    seed: int = 0
+    seed: int | None = None  # None: the settings' seed (one seed drives everything)
     stream_images: int = 1000
     eval_images: int = 400
     digits_per_request: tuple[int, int] = (1, 4)
@@ -76,7 +76,8 @@ def load_scenario(path: Path | str | None = None, **overrides) -> Scenario:
         raise ScenarioError(f"scenario {path}: no cohorts")
     fb = raw.get("feedback") or {}
     lo, hi = raw.get("digits_per_request", [1, 4])
-    sc = Scenario(cohorts=cohorts, seed=int(raw.get("seed", 0)), stream_images=int(raw.get("stream_images", 1000)),
+    sc = Scenario(cohorts=cohorts, seed=None if raw.get("seed") is None else int(raw["seed"]),
+                  stream_images=int(raw.get("stream_images", 1000)),
                   eval_images=int(raw.get("eval_images", 400)), digits_per_request=(int(lo), int(hi)),
                   feedback_fraction=float(fb.get("fraction", 0.6)), feedback_delay=int(fb.get("delay_requests", 25)),
                   strategy=str(raw.get("strategy", "finetune-replay")), monitoring=raw.get("monitoring") or {},
@@ -147,10 +148,12 @@ def run_scenario(settings, sc: Scenario, out_dir: Path, *, orchestrator: str = "
     from mnistcl import orchestrate as orch
     from mnistcl import serve as launch
     from mnistcl.datasets import find_mnist_csvs, read_mnist_csv
-    from mnistcl.promote import stores
+    from mnistcl.stores import stores
     from monitoring.rules import DEFAULT_CONFIG
 
     t_start = time.time()
+    if sc.seed is None:
+        sc = replace(sc, seed=settings.seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _, reg = stores(settings)
@@ -183,14 +186,16 @@ def run_scenario(settings, sc: Scenario, out_dir: Path, *, orchestrator: str = "
             if not orch.wait_for_api(prefect_api):
                 raise RuntimeError(f"the Prefect server did not start; see {out_dir / 'prefect-server.log'}")
             orch.create_pools(prefect_api, phome, kubernetes=False)
-            orch.deploy(prefect_api, phome, ["retrain"])
+            orch.deploy(prefect_api, phome, ["retrain", "judge"])
             run = run.model_copy(update={"prefect_api_url": prefect_api})
             # The retrain flow runs the worker starts read this run's settings from the environment.
             env = {"MNISTCL_HOME": str(run.home), "MNISTCL_STORAGE_URL": run.storage_url,
                    "MNISTCL_EXPERIMENTS_DB": run.experiments_db, "MNISTCL_MONITORING_CONFIG": run.monitoring_config,
-                   "MNISTCL_PREFECT_API_URL": prefect_api, "MNISTCL_WANDB_MODE": settings.wandb_mode}
+                   "MNISTCL_PREFECT_API_URL": prefect_api, "MNISTCL_WANDB_MODE": settings.wandb_mode,
+                   "MNISTCL_SEED": str(run.seed)}
             procs.append(orch.start_worker(prefect_api, phome, out_dir / "prefect-worker.log", env=env))
-            log(f"Prefect server {prefect_api.removesuffix('/api')}: deployment retrain/retrain, worker on mnistcl-local")
+            log(f"Prefect server {prefect_api.removesuffix('/api')}: deployments retrain/retrain and judge/judge, "
+                "worker on mnistcl-local")
         sport = launch.free_port()
         procs.append(launch.start(run.store_url, run.predictions_db_path, cache / "server", out_dir / "server.log",
                                   port=sport, metrics_port=launch.free_port(), poll_s=0.5))
@@ -211,11 +216,15 @@ def run_scenario(settings, sc: Scenario, out_dir: Path, *, orchestrator: str = "
 def _stream(run, sc, cohorts, static, static_version, url, prefect_api, out_dir, log):
     import httpx
 
-    from mnistcl.promote import stores
+    from mnistcl.stores import stores
     from monitoring.check import run_check
+    from validation.gate import load_gate
+    from validation.shadow import announce_evidence
 
     _, reg = stores(run)
-    seen_runs: set[str] = set()  # retrain flow runs already waited for
+    gate_cfg = load_gate()
+    seen_runs: set[str] = set()  # retrain and judge flow runs already waited for
+    judgements: list[dict] = []
     rng = np.random.default_rng(sc.seed + 1)
     client = httpx.Client(timeout=60)
     windows: list[dict] = []
@@ -266,21 +275,37 @@ def _stream(run, sc, cohorts, static, static_version, url, prefect_api, out_dir,
                      reasons=res.reasons, decision=res.decision.reason, check_folder=res.folder,
                      drift_report=res.drift.report_html,
                      alerts=[a.get("path") or a.get("subject") for a in res.alerts],
-                     events=[e["event"] for e in res.events])
+                     events=[e["event"] for e in res.events],
+                     estimated_accuracy=(res.estimate or {}).get("accuracy"),
+                     estimate_method=(res.estimate or {}).get("method"))
             log(f"  window {w['index']:2d} ({w['cohort_name']}): served accuracy {w['accuracy']:.3f} "
-                f"(static {w['static_accuracy']:.3f}), drift {res.drift.share:.2f}, low confidence {low:.2f}"
+                f"(static {w['static_accuracy']:.3f}"
+                + (f", label-free estimate {w['estimated_accuracy']:.3f}" if res.estimate else "")
+                + f"), drift {res.drift.share:.2f}, low confidence {low:.2f}"
                 + (f" -> {', '.join(w['events'])}" if res.events else ""))
+            ev = announce_evidence(run, gate_cfg)  # as the monitor flow does: a challenger's judgement due?
+            if ev:
+                w["judgement"] = _judge(run, gate_cfg, prefect_api, seen_runs, log)
+                if w["judgement"].get("verdict") == "promote":
+                    champion = w["judgement"]["challenger"]
+                    w["judgement"]["hot_swapped"] = wait_for_swap(champion)
+                    served_version = champion
+                judgements.append({"window": w["index"], **{k: w["judgement"].get(k) for k in (
+                    "verdict", "why", "challenger", "champion", "n", "estimate", "interval")}})
             if res.decision.retrain:
                 w["retrain"] = _retrain(run, sc, prefect_api, seen_runs, log)
-                promoted = (w["retrain"].get("gate") or {}).get("promoted")
+                gate = w["retrain"].get("gate") or {}
+                promoted = gate.get("promoted")
                 if promoted:
                     swapped = wait_for_swap(promoted["version"])
                     w["retrain"]["hot_swapped"] = swapped
                     served_version = promoted["version"]
                     log(f"  promoted {promoted['version']} (was {promoted['previous']}); server hot-swapped: {swapped}")
+                elif gate.get("challenger"):
+                    log(f"  {gate['challenger']['version']} is challenger: shadowed until labelled traffic decides")
                 events.append({"window": w["index"], **{k: w["retrain"].get(k) for k in ("status", "why", "seconds")},
-                               "version": (w["retrain"].get("gate") or {}).get("version"),
-                               "promoted": bool(promoted)})
+                               "version": gate.get("version"), "verdict": gate.get("verdict"),
+                               "promoted": bool(promoted), "challenger": bool(gate.get("challenger"))})
         windows.append(w)
         win_served = win_static = win_n = 0
         win_versions = set()
@@ -322,7 +347,7 @@ def _stream(run, sc, cohorts, static, static_version, url, prefect_api, out_dir,
     R_arr, S_arr = np.array(R), np.array(R_static)
     return {"scenario": sc.source, "cohorts": [{"name": c.name, "shifts": c.shifts} for c in sc.cohorts],
             "static_version": static_version, "final_champion": reg.resolve("champion"), "windows": windows,
-            "retrains": events, "R": R_arr.tolist(), "R_static": S_arr.tolist(), "metrics": cl_metrics(R_arr),
+            "retrains": events, "judgements": judgements, "R": R_arr.tolist(), "R_static": S_arr.tolist(), "metrics": cl_metrics(R_arr),
             "metrics_static": cl_metrics(S_arr), "requests": n_req, "images": images_total,
             "strategy": sc.strategy}
 
@@ -337,15 +362,36 @@ def _retrain(run, sc, prefect_api, seen_runs: set[str], log) -> dict:
         out = retrain(run, strategy=sc.strategy, reason="scenario: monitoring breach", cooldown_hours=0)
         out["seconds"] = time.time() - t0
         return out
+    log("  waiting for the retrain flow run the event started in Prefect ...")
+    return _await_flow_run(prefect_api, "retrain/retrain", "retrain-result", seen_runs, t0)
+
+
+def _judge(run, gate_cfg, prefect_api, seen_runs: set[str], log) -> dict:
+    """Wait for the judgement the evidence event started (Prefect), or judge here (local)."""
+    t0 = time.time()
+    if prefect_api is None:
+        from validation.shadow import judge_challenger
+
+        out = judge_challenger(run, gate_cfg)
+    else:
+        log("  waiting for the judge flow run the evidence event started in Prefect ...")
+        out = _await_flow_run(prefect_api, "judge/judge", "judge-result", seen_runs, t0)
+    if out.get("verdict"):
+        log(f"  challenger judgement: {out['verdict']}: {out['why']}")
+    out["seconds"] = time.time() - t0
+    return out
+
+
+def _await_flow_run(prefect_api: str, deployment: str, result_key: str, seen_runs: set[str], t0: float) -> dict:
+    """The next flow run of ``deployment`` an event started, awaited; its result from the artifact."""
     import httpx
 
     from mnistcl import orchestrate as orch
 
-    log("  waiting for the retrain flow run the event started in Prefect ...")
     deadline = time.time() + 900
     run_id = None
     while time.time() < deadline:
-        runs = [r for r in orch.flow_runs(prefect_api, "retrain/retrain")
+        runs = [r for r in orch.flow_runs(prefect_api, deployment)
                 if r["parameters"].get("reason", "").startswith("mnistcl.")]
         fresh = [r for r in runs if r["id"] not in seen_runs]
         if fresh:
@@ -354,27 +400,91 @@ def _retrain(run, sc, prefect_api, seen_runs: set[str], log) -> dict:
             break
         time.sleep(1)
     if run_id is None:
-        return {"status": "failed", "why": "no retrain flow run appeared in Prefect", "seconds": time.time() - t0}
+        return {"status": "failed", "why": f"no {deployment} flow run appeared in Prefect", "seconds": time.time() - t0}
     while time.time() < deadline:
         fr = httpx.get(f"{prefect_api}/flow_runs/{run_id}", timeout=10).json()
         if fr["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
             break
         time.sleep(1)
-    result = _flow_result(prefect_api, run_id) or {"status": fr["state_type"].lower(), "why": fr["state"]["message"]}
+    result = _flow_result(prefect_api, run_id, result_key) or {"status": fr["state_type"].lower(),
+                                                                 "why": fr["state"]["message"]}
     result.update(seconds=time.time() - t0, flow_run=fr["name"], flow_run_id=run_id, flow_state=fr["state_type"])
     return result
 
 
-def _flow_result(api: str, run_id: str) -> dict | None:
-    """The retrain flow's return value, read back from its artifact's JSON twin."""
+def _flow_result(api: str, run_id: str, key: str) -> dict | None:
+    """A flow's return value, read back from its artifact's JSON twin ``key``."""
     import httpx
 
     arts = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}},
                       timeout=10).json()
     for a in arts:
-        if a.get("key") == "retrain-result":
+        if a.get("key") == key:
             try:
                 return json.loads(a["data"].split("```json\n", 1)[1].rsplit("```", 1)[0])
             except (IndexError, ValueError):
                 return None
     return None
+
+
+def run_seeds(settings, sc: Scenario, out_dir: Path, seeds: list[int], *, orchestrator: str = "prefect",
+              log=_say) -> dict[str, Any]:
+    """The scenario once per seed, each from the same champion on its own copy of the local store
+    (so one run's promotions never start the next), then mean and standard deviation."""
+    import shutil
+
+    if settings.store_url.startswith("s3://"):
+        raise ScenarioError("several seeds copy the local store once per run; point storage_url at a local folder")
+    out_dir = Path(out_dir)
+    runs = []
+    for seed in seeds:
+        d = out_dir / f"seed-{seed}"
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(settings.store_url, d / "store", ignore=shutil.ignore_patterns("*.tmp"))
+        log(f"seed {seed}: a copy of the store in {d / 'store'}")
+        runs.append(run_scenario(settings.model_copy(update={"seed": seed, "storage_url": str(d / "store")}),
+                                 replace(sc, seed=seed), d, orchestrator=orchestrator, log=log))
+    summary = summarise_seeds(runs, seeds)
+    (out_dir / "seeds.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
+    return summary
+
+
+def drift_episodes(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each cohort after the first is a drift episode; it ends with a better champion when the
+    champion at its end reads its held-out digits better than the champion at its start did."""
+    R = np.array(result["R"])
+    out = []
+    for i in range(1, len(R)):
+        out.append({"cohort": result["cohorts"][i]["name"], "start": float(R[i - 1][i]), "end": float(R[i][i]),
+                    "better": bool(R[i][i] > R[i - 1][i])})
+    return out
+
+
+def summarise_seeds(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    def ms(values: list[float]) -> tuple[float, float]:
+        a = np.asarray(values, np.float64)
+        return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+    per = []
+    for seed, r in zip(seeds, runs, strict=True):
+        names = [c["name"] for c in r["cohorts"]]
+        eps = drift_episodes(r)
+        est = [(w["estimated_accuracy"], w["accuracy"]) for w in r["windows"] if w.get("estimated_accuracy") is not None]
+        per.append({"seed": seed, "ACC": r["metrics"]["ACC"], "BWT": r["metrics"]["BWT"],
+                    "mean_forgetting": r["metrics"]["mean_forgetting"], "static_ACC": r["metrics_static"]["ACC"],
+                    "retrainings": len(r["retrains"]), "promotions": sum(e["promoted"] for e in r["retrains"])
+                    + sum(j.get("verdict") == "promote" for j in r.get("judgements", [])),
+                    "challengers": sum(e.get("challenger", False) for e in r["retrains"]),
+                    "final_held_out": dict(zip(names, r["R"][-1], strict=True)),
+                    "episodes": eps, "episodes_better": sum(e["better"] for e in eps),
+                    "estimate_mae": float(np.mean([abs(a - b) for a, b in est])) if est else None,
+                    "seconds": r["seconds"], "final_champion": r["final_champion"]})
+    acc, bwt, promo = ms([p["ACC"] for p in per]), ms([p["BWT"] for p in per]), ms([p["promotions"] for p in per])
+    return {"seeds": seeds, "acc_mean": acc[0], "acc_sd": acc[1], "bwt_mean": bwt[0], "bwt_sd": bwt[1],
+            "promotions_mean": promo[0], "promotions_sd": promo[1],
+            "static_acc_mean": ms([p["static_ACC"] for p in per])[0],
+            "episodes_better_min": min(p["episodes_better"] for p in per),
+            "episodes": len(per[0]["episodes"]) if per else 0,
+            "estimate_mae_mean": (float(np.mean([p["estimate_mae"] for p in per if p["estimate_mae"] is not None]))
+                                  if any(p["estimate_mae"] is not None for p in per) else None),
+            "per_seed": per}

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
         description="Prefect API to announce events to. None: fall back to PREFECT_API_URL, "
         "and without either, events go to the local event log only.",
     )
+    seed: int = Field(
+        default=0,
+        description="One seed for everything random: dataset splits, replay sampling, training and the scenario.",
+    )
     serve_host: str = Field(default="127.0.0.1", description="Address the model server binds.")
     serve_port: int = Field(default=9000, description="Model server REST port.")
     serve_metrics_port: int = Field(default=6000, description="Model server Prometheus metrics port.")

@@ -169,8 +169,13 @@ def load_native(path: Path) -> TorchModel:
 
 
 def train(data: TrainData, config: Config, reporter: Reporter, checkpoints_per_epoch: int = 4,
-          init: dict | None = None) -> TorchModel:
-    """Train from scratch, or from ``init`` (a state dict of the same architecture: fine-tuning)."""
+          init: dict | None = None, soft_targets: np.ndarray | None = None, distill: float = 0.0,
+          distill_temperature: float = 2.0) -> TorchModel:
+    """Train from scratch, or from ``init`` (a state dict of the same architecture: fine-tuning).
+
+    ``soft_targets``: a teacher's probabilities per training image (NaN rows: none); with
+    ``distill`` > 0 the loss on those images adds ``distill`` x the KL divergence to them at
+    ``distill_temperature`` (knowledge distillation on replayed images, as DER++ does)."""
     import torch
     from torch import nn
 
@@ -194,6 +199,10 @@ def train(data: TrainData, config: Config, reporter: Reporter, checkpoints_per_e
                                                  pct_start=0.25)
              if config.schedule == "onecycle" else None)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    soft = None
+    if soft_targets is not None and distill > 0:
+        st = np.nan_to_num(np.asarray(soft_targets, np.float32), nan=-1.0)
+        soft = torch.from_numpy(st).to(device)
     gen = torch.Generator().manual_seed(config.seed)
     checks = checkpoint_steps(steps, checkpoints_per_epoch)
     outcome = TrainOutcome()
@@ -226,6 +235,15 @@ def train(data: TrainData, config: Config, reporter: Reporter, checkpoints_per_e
             xb, yb = x[idx], y[idx]
             logits = net(xb)
             loss = loss_fn(logits, yb)
+            if soft is not None:
+                sb = soft[idx]
+                has = sb[:, 0] >= 0
+                if bool(has.any()):
+                    t = distill_temperature
+                    kl = nn.functional.kl_div(torch.log_softmax(logits[has] / t, 1), sb[has].clamp_min(1e-8).pow(1 / t)
+                                              .div(sb[has].clamp_min(1e-8).pow(1 / t).sum(1, keepdim=True)),
+                                              reduction="batchmean")
+                    loss = loss + distill * (t * t) * kl * has.float().mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -6,6 +6,8 @@
   drift    Evidently on 20 features against the champion's training data: MNIST and its last
            labelled production batches; drift only when the window is unlike all of them
            -> a breach, HTML report
+  estimate the window's accuracy from the champion's calibrated confidences (monitoring.estimate),
+           before any feedback arrives                                  -> a rule on it
   decide   retrain when N of the last M windows breached, not while a retraining runs, not within
            the cooldown -> events ``mnistcl.drift.detected`` / ``mnistcl.confidence.low`` /
            ``mnistcl.accuracy.low`` (which the Prefect ``retrain`` deployment is triggered by)
@@ -31,6 +33,7 @@ import pandas as pd
 from mnistcl.events import announce
 from monitoring import alerts
 from monitoring.drift import DriftResult, check_drift
+from monitoring.estimate import Estimator, recalibrated
 from monitoring.features import features
 from monitoring.rules import (
     MonitoringConfig,
@@ -64,6 +67,7 @@ class CheckResult:
     alerts: list[dict] = field(default_factory=list)
     folder: str | None = None
     reference_dataset: str | None = None
+    estimate: dict | None = None      # label-free accuracy estimate of the window (monitoring.estimate)
     metrics_push: str | None = None   # the Pushgateway's answer ("ok" or the error), when one is set
 
     def to_json(self) -> dict:
@@ -104,8 +108,8 @@ def reference_features(settings, cfg: MonitoringConfig) -> tuple[list[Reference]
     """The drift references for the champion's dataset version: a fixed sample of its root (MNIST),
     then its last ``cfg.reference_batches`` labelled production batches, newest first (each one
     ``MIN_BATCH_IMAGES`` training images or more). Features are cached per version."""
-    from mnistcl.promote import stores
     from mnistcl.registry import RegistryError
+    from mnistcl.stores import stores
 
     ds_store, reg = stores(settings)
     try:
@@ -140,20 +144,37 @@ def nearest_drift(references: list[Reference], current: pd.DataFrame, cfg: Monit
     return best
 
 
+def champion_estimator(settings, cfg: MonitoringConfig) -> tuple[Estimator | None, str | None]:
+    """The champion's label-free accuracy estimator, fitted by the gate on its validation data
+    (None for a model registered before the gate fitted one)."""
+    from mnistcl.registry import RegistryError
+    from mnistcl.stores import stores
+
+    _, reg = stores(settings)
+    try:
+        mv = reg.get("champion")
+    except RegistryError:
+        return None, None
+    fitted = ((mv.validation or {}).get("metrics") or {}).get("estimators") or {}
+    return (Estimator.from_json(fitted[cfg.estimate_method]) if cfg.estimate_method in fitted else None), mv.id
+
+
 def evaluate_window(cfg: MonitoringConfig, images: np.ndarray, confidence: np.ndarray, digits: np.ndarray,
                     feedback: np.ndarray, n_rejected: int, references: list[Reference],
-                    folder: Path | None = None) -> tuple[list[RuleResult], list[RuleResult], DriftResult, list[str]]:
-    """The rules and the drift check on one window (no state, no side effects beyond the report)."""
-    feats = features(images)
+                    folder: Path | None = None, estimated: float | None = None, feats: pd.DataFrame | None = None,
+                    ) -> tuple[list[RuleResult], list[RuleResult], DriftResult, list[str]]:
+    """The rules and the drift check on one window (no state, no side effects beyond the report);
+    ``feats``: the window's features when the caller has them already."""
+    feats = features(images) if feats is None else feats
     inp = evaluate_input_rules(cfg, feats, n_rejected)
-    pred = evaluate_prediction_rules(cfg, confidence, digits, feedback)
+    pred = evaluate_prediction_rules(cfg, confidence, digits, feedback, estimated)
     drift = nearest_drift(references, feats, cfg, folder)
     reasons = []
     if drift.drifted:
         reasons.append(f"drift: {len(drift.drifted_columns)} of {len(drift.scores)} features drifted "
                        f"({', '.join(drift.drifted_columns[:6])})")
-    for r in pred + [r for r in inp if r.action == "retrain"]:
-        if r.breached:
+    for r in pred + inp:
+        if r.breached and r.action == "retrain":
             reasons.append(f"{r.name}: {r.share:.3f} against a limit of {r.limit}")
     return inp, pred, drift, reasons
 
@@ -178,10 +199,32 @@ def run_check(settings, cfg: MonitoringConfig | None = None, *, notify: bool = T
     stamp = datetime.fromtimestamp(end, UTC).strftime("%Y%m%dT%H%M%S") + f"-{int(end * 1000) % 1000:03d}"
     folder = settings.monitoring_dir / "checks" / stamp
     references, dataset = reference_features(settings, cfg)
-    inp, pred, drift, reasons = evaluate_window(cfg, images, conf, digits, fb, n_rejected, references, folder)
+    feats = features(images)
+    estimator, champion = champion_estimator(settings, cfg)
+    estimate = None
+    if estimator is not None:
+        like_recent = None
+        if cfg.recalibrate_images:
+            # Refit on the newest handwriting the champion met and got labels for, but only when this
+            # window looks like it (no drift between them): a window of novel handwriting is judged
+            # by the estimator fitted on the champion's validation data.
+            rx, rp, ry = plog.recent_labelled(champion, before=start, limit=cfg.recalibrate_images)
+            if len(ry) >= cfg.recalibrate_min:
+                like_recent = not check_drift(features(rx), feats, cfg.drift).drifted
+                if like_recent:
+                    estimator = recalibrated(estimator, rp, ry, cfg.recalibrate_min)
+        probs = np.array([json.loads(r[5]) for r in rows], dtype=np.float64)
+        labelled = fb >= 0
+        estimate = {"accuracy": estimator.estimate(probs), "method": estimator.method, "model": champion,
+                    "fitted_on": f"{estimator.fitted_on} {'recent labelled' if estimator.source == 'recent' else 'validation'} images",
+                    "like_recent_traffic": like_recent,
+                    "labelled": int(labelled.sum()),
+                    "labelled_accuracy": float((digits[labelled] == fb[labelled]).mean()) if labelled.any() else None}
+    inp, pred, drift, reasons = evaluate_window(cfg, images, conf, digits, fb, n_rejected, references, folder,
+                                                estimate["accuracy"] if estimate else None, feats)
     res = CheckResult(status="checked", n_images=len(rows), window_start=start, window_end=end, input_rules=inp,
                       prediction_rules=pred, drift=drift, breach=bool(reasons), reasons=reasons,
-                      folder=str(folder), reference_dataset=dataset)
+                      folder=str(folder), reference_dataset=dataset, estimate=estimate)
     lock = RetrainLock(settings.monitoring_dir)
     with state.update() as st:
         st["cursor"] = end
@@ -214,12 +257,12 @@ def live_breaches(windows: list[dict], champion_data: str) -> list[bool]:
 
 def _notify(settings, cfg: MonitoringConfig, res: CheckResult) -> None:
     when = datetime.fromtimestamp(res.window_end, UTC).isoformat(timespec="seconds")
-    input_breaches = [r for r in res.input_rules if r.breached]
+    input_breaches = [r for r in res.input_rules + res.prediction_rules if r.breached and r.action == "email"]
     if input_breaches:
         lines = [f"- {r.name} ({r.description}): {r.share:.1%} of {r.n} inputs, sensitivity {r.limit:.1%}"
                  for r in input_breaches]
         res.alerts.append(alerts.send(
-            f"input data rules breached: {', '.join(r.name for r in input_breaches)}",
+            f"monitoring rules breached: {', '.join(r.name for r in input_breaches)}",
             f"Window of {res.n_images} production images ending {when}.\n\n" + "\n".join(lines)
             + f"\n\nCheck: {res.folder}\n", settings))
     if res.decision and res.decision.retrain:
@@ -231,7 +274,8 @@ def _notify(settings, cfg: MonitoringConfig, res: CheckResult) -> None:
             names.append(DRIFT_DETECTED)
         if any(r.breached and r.name == "low_confidence" for r in res.prediction_rules):
             names.append(CONFIDENCE_LOW)
-        if any(r.breached and r.name == "feedback_accuracy" for r in res.prediction_rules):
+        if any(r.breached and r.name in ("feedback_accuracy", "estimated_accuracy") and r.action == "retrain"
+               for r in res.prediction_rules):
             names.append(ACCURACY_LOW)
         # One retraining is enough: announce the first cause; the others ride in the payload.
         name = (names or [DRIFT_DETECTED])[0]
@@ -263,6 +307,9 @@ def prometheus_text(res: CheckResult) -> str:
              "# HELP mnistcl_monitor_last_check_timestamp_seconds When the last window ended.",
              "# TYPE mnistcl_monitor_last_check_timestamp_seconds gauge",
              f"mnistcl_monitor_last_check_timestamp_seconds {res.window_end}",
+             "# HELP mnistcl_window_estimated_accuracy Label-free accuracy estimate of the last window.",
+             "# TYPE mnistcl_window_estimated_accuracy gauge",
+             *([f"mnistcl_window_estimated_accuracy {res.estimate['accuracy']}"] if res.estimate else []),
              "# HELP mnistcl_input_rule_share Share of the last window's inputs that an input rule matched.",
              "# TYPE mnistcl_input_rule_share gauge"]
     for r in res.input_rules:
@@ -305,6 +352,11 @@ def to_markdown(res: CheckResult) -> str:
         out += [f"Metrics not pushed: {res.metrics_push}", ""]
     if res.decision:
         out += [f"Decision: {'retrain' if res.decision.retrain else 'no retraining'} ({res.decision.reason}).", ""]
+    if res.estimate:
+        e = res.estimate
+        out += [f"Estimated accuracy (label-free, {e['method']} of {e['model']}, fitted on {e['fitted_on']}): "
+                f"{e['accuracy']:.3f}" + (f"; on the {e['labelled']} images labelled so far: {e['labelled_accuracy']:.3f}"
+                                          if e["labelled"] else "") + ".", ""]
     out += ["| rule | kind | share | limit | breached |", "|---|---|---|---|---|"]
     for r in res.input_rules + res.prediction_rules:
         out.append(f"| {r.name} | {r.kind} | {r.share:.4f} | {r.limit} | {'yes' if r.breached else 'no'} |")

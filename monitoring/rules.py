@@ -16,6 +16,7 @@ import pandas as pd
 
 from mnistcl.settings import read_yaml
 from monitoring.drift import DriftConfig
+from monitoring.estimate import METHODS as ESTIMATE_METHODS
 from monitoring.features import STATS
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "monitoring.yaml"
@@ -66,6 +67,12 @@ class MonitoringConfig:
     low_confidence_max_share: float = 0.10
     min_accuracy: float = 0.95
     min_labels: int = 50
+    # The label-free accuracy estimate (monitoring/estimate.py); None: no rule on it.
+    min_estimated_accuracy: float | None = 0.92
+    estimate_method: str = "atc"
+    estimate_action: str = "retrain"
+    recalibrate_images: int = 500  # refit the estimator on this many recent labelled images the champion served
+    recalibrate_min: int = 200     # ... once it has served at least this many (0 images: never)
     drift: DriftConfig = field(default_factory=DriftConfig)
     reference_images: int = 5000
     reference_batches: int = 3
@@ -133,6 +140,17 @@ def load_config(path: Path | str | None = None) -> MonitoringConfig:
     pred = raw.get("prediction_rules") or {}
     low = pred.get("low_confidence") or {}
     acc = pred.get("feedback_accuracy") or {}
+    est = pred.get("estimated_accuracy") or {}
+    unknown = set(pred) - {"low_confidence", "feedback_accuracy", "estimated_accuracy"}
+    if unknown:
+        raise MonitoringConfigError(f"prediction_rules: unknown rules {sorted(unknown)} "
+                                    "(known: low_confidence, feedback_accuracy, estimated_accuracy)")
+    if est.get("method", "atc") not in ESTIMATE_METHODS:
+        raise MonitoringConfigError(f"estimated_accuracy: method must be one of {', '.join(ESTIMATE_METHODS)}, "
+                                    f"not {est.get('method')!r}")
+    if est.get("action", "retrain") not in ACTIONS:
+        raise MonitoringConfigError(f"estimated_accuracy: action must be one of {', '.join(ACTIONS)}, "
+                                    f"not {est.get('action')!r}")
     trig = raw.get("trigger") or {}
     trigger = TriggerConfig(
         breaches=int(_opt(trig, "breaches", 2, "trigger", lo=1)),
@@ -155,6 +173,11 @@ def load_config(path: Path | str | None = None) -> MonitoringConfig:
         low_confidence_max_share=_opt(low, "max_share", 0.1, "low_confidence", lo=0, hi=1),
         min_accuracy=_opt(acc, "min_accuracy", 0.95, "feedback_accuracy", lo=0, hi=1),
         min_labels=int(_opt(acc, "min_labels", 50, "feedback_accuracy", lo=1)),
+        min_estimated_accuracy=(None if est.get("min_accuracy", 0.92) is None
+                                else _opt(est, "min_accuracy", 0.92, "estimated_accuracy", lo=0, hi=1)),
+        estimate_method=str(est.get("method", "atc")), estimate_action=str(est.get("action", "retrain")),
+        recalibrate_images=int(_opt(est, "recalibrate_images", 500, "estimated_accuracy", lo=0)),
+        recalibrate_min=int(_opt(est, "recalibrate_min", 200, "estimated_accuracy", lo=10)),
         drift=drift, reference_images=int(_opt(raw, "reference_images", 5000, "monitoring config", lo=100)),
         reference_batches=int(_opt(raw, "reference_batches", 3, "monitoring config", lo=0)),
         trigger=trigger, source=str(path))
@@ -187,8 +210,9 @@ def evaluate_input_rules(cfg: MonitoringConfig, feats: pd.DataFrame, n_rejected:
 
 
 def evaluate_prediction_rules(cfg: MonitoringConfig, confidence: np.ndarray, digits: np.ndarray,
-                              feedback: np.ndarray) -> list[RuleResult]:
-    """``feedback`` holds the true label or -1 where none arrived yet."""
+                              feedback: np.ndarray, estimated: float | None = None) -> list[RuleResult]:
+    """``feedback`` holds the true label or -1 where none arrived yet; ``estimated`` is the
+    label-free accuracy estimate of the window (None when the model has no fitted estimator)."""
     low = float((confidence < cfg.confidence_below).mean()) if len(confidence) else 0.0
     out = [RuleResult("low_confidence", "prediction", low, cfg.low_confidence_max_share,
                       low > cfg.low_confidence_max_share, "retrain",
@@ -198,4 +222,8 @@ def evaluate_prediction_rules(cfg: MonitoringConfig, confidence: np.ndarray, dig
         acc = float((digits[labelled] == feedback[labelled]).mean())
         out.append(RuleResult("feedback_accuracy", "prediction", acc, cfg.min_accuracy, acc < cfg.min_accuracy,
                               "retrain", "accuracy against feedback labels", int(labelled.sum())))
+    if estimated is not None and cfg.min_estimated_accuracy is not None:
+        out.append(RuleResult("estimated_accuracy", "prediction", estimated, cfg.min_estimated_accuracy,
+                              estimated < cfg.min_estimated_accuracy, cfg.estimate_action,
+                              f"label-free accuracy estimate ({cfg.estimate_method})", len(confidence)))
     return out

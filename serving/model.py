@@ -4,6 +4,9 @@ Configured by environment variables (this runs in its own container / environmen
   MNISTCL_STORE_URL        registry storage: a folder or s3://bucket/prefix (required)
   MNISTCL_S3_ENDPOINT_URL  S3-compatible endpoint, if any
   MNISTCL_SERVE_ALIAS      which alias to serve (default champion)
+  MNISTCL_SHADOW_ALIAS     which alias scores every request beside it, answering nothing (default:
+                           the other of champion / challenger; empty: none). Both answers are logged,
+                           so the challenger is judged on labelled live traffic (validation/shadow.py)
   MNISTCL_PREDICTIONS_DB   prediction log: a SQLite file (default ./predictions.db) or postgresql:// URL
   MNISTCL_SERVE_MAX_IMAGES images per request (default 64)
   MNISTCL_SERVE_POLL_S     how often to check the alias for a new model (default 2 s)
@@ -48,11 +51,14 @@ class MnistModel:
     def __init__(self):
         self.store_url = os.environ.get("MNISTCL_STORE_URL", "")
         self.alias = os.environ.get("MNISTCL_SERVE_ALIAS", "champion")
+        self.shadow_alias = os.environ.get("MNISTCL_SHADOW_ALIAS",
+                                           "challenger" if self.alias == "champion" else "champion")
         self.max_images = int(os.environ.get("MNISTCL_SERVE_MAX_IMAGES", "64"))
         self.poll_s = float(os.environ.get("MNISTCL_SERVE_POLL_S", "2"))
         self.cache = Path(os.environ.get("MNISTCL_MODEL_CACHE", "model-cache"))
         self.db_path = os.environ.get("MNISTCL_PREDICTIONS_DB", "predictions.db")
         self.model: LoadedModel | None = None
+        self.shadow: LoadedModel | None = None
         self.predlog: PredictionLog | None = None
         self._watcher: threading.Thread | None = None
         self.seldon_metrics = None  # set by serving/server.py: the wrapper's shared metrics store
@@ -76,6 +82,7 @@ class MnistModel:
         version = reg.resolve(self.alias)
         self.model = LoadedModel(version, reg.fetch(version, "onnx", self.cache))
         log.info("serving %s = %s", self.alias, version)
+        self._load_shadow(reg)
         self._watcher = threading.Thread(target=self._watch, daemon=True, name="alias-watcher")
         self._watcher.start()
         threading.Thread(target=self._flush_metrics, daemon=True, name="metrics-flush").start()
@@ -102,6 +109,19 @@ class MnistModel:
                 except Exception as exc:  # noqa: BLE001 - metrics must never break serving
                     log.warning("could not update metrics: %s", exc)
 
+    def _load_shadow(self, reg) -> None:
+        """Follow the shadow alias: load its model beside the served one, or drop it when cleared."""
+        if not self.shadow_alias:
+            return
+        version = reg.alias(self.shadow_alias)
+        if version is None or (self.model and version == self.model.version):
+            if self.shadow is not None:
+                log.info("shadow %s cleared (was %s)", self.shadow_alias, self.shadow.version)
+            self.shadow = None
+        elif self.shadow is None or self.shadow.version != version:
+            self.shadow = LoadedModel(version, reg.fetch(version, "onnx", self.cache))
+            log.info("shadow %s = %s: scores every request, answers none", self.shadow_alias, version)
+
     def _watch(self) -> None:
         """Hot swap: load a new alias target next to the old one, then switch the reference.
 
@@ -115,6 +135,7 @@ class MnistModel:
                     new = LoadedModel(version, reg.fetch(version, "onnx", self.cache))
                     old, self.model = self.model, new
                     log.info("hot swap: %s %s -> %s", self.alias, old.version, version)
+                self._load_shadow(reg)
             except Exception as exc:  # noqa: BLE001 - keep serving the current model
                 log.warning("alias check failed, still serving %s: %s", self.model and self.model.version, exc)
 
@@ -144,13 +165,20 @@ class MnistModel:
             self.predlog.log_rejected("predict", str(exc))
             self._record("predict", "rejected", started)
             raise bad_request(f"bad request: {exc}") from None
-        model = self.model  # one model for the whole request, even if a swap happens now
+        model, shadow = self.model, self.shadow  # one model for the whole request, even if a swap happens now
         probs = model.predict(images)
+        shadowed = [(shadow.version, shadow.predict(images))] if shadow and shadow.version != model.version else None
         request_id = uuid.uuid4().hex
-        self.predlog.log_predictions(request_id, model.version, kind, images, probs)
+        self.predlog.log_predictions(request_id, model.version, kind, images, probs, shadow=shadowed)
         digits = probs.argmax(1)
         conf = probs.max(1)
-        self._record("predict", "ok", started, self._predict_metrics(model.version, digits, conf))
+        extra = self._predict_metrics(model.version, digits, conf)
+        if shadowed:
+            tags = {"registry_version": model.version, "shadow_version": shadowed[0][0]}
+            extra += [{"type": "COUNTER", "key": "mnist_shadow_images_total", "value": int(len(digits)), "tags": tags},
+                      {"type": "COUNTER", "key": "mnist_shadow_disagreements_total",
+                       "value": int((shadowed[0][1].argmax(1) != digits).sum()), "tags": dict(tags)}]
+        self._record("predict", "ok", started, extra)
         response = {
             "data": {"names": [str(d) for d in range(10)], "ndarray": probs.round(6).tolist()},
             "meta": {

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from mnistcl.predlog import PredictionLog
-from mnistcl.promote import stores
 from mnistcl.settings import Settings
 from mnistcl.shifts import apply
+from mnistcl.stores import stores
 from monitoring.check import DRIFT_DETECTED, run_check
 from monitoring.rules import load_config
 from monitoring.state import MonitorState, RetrainLock
@@ -140,13 +140,18 @@ def test_drift_triggers_once_then_retraining_from_feedback_promotes(champion_hom
     ds, reg = stores(s)
     assert out["dataset"] == "v2" and out["n_feedback"] == 900
     m = ds.manifest("v2")
-    assert m.parent == "v1" and "feedback" in m.source and sum(m.counts["eval"]) == 180
+    # The held-out share is sized by the evidence the gate needs (548 pairs), capped at 40% of the batch.
+    assert m.parent == "v1" and "feedback" in m.source and sum(m.counts["eval"]) == 360
     gate = out["gate"]
     new = reg.get(gate["version"])
     assert new.parent_model == "m1" and new.dataset == "v2" and "retrain (finetune-replay)" in new.note
     assert gate["accuracy"]["v2"] > gate["champion_accuracy"]["v2"] + 0.05, gate  # it learned the new writing
     assert out["status"] == "promoted" and reg.alias("champion") == gate["version"], gate["violations"]
-    assert out["train_images"] == {"new": 720, "replayed": 1440, "val_slice": "v2"}  # replay 2:1
+    assert gate["verdict"] == "promote" and gate["decision"]["objective"]["interval"][0] > 0, gate["why"]
+    assert not any(r["forgets"] for r in gate["decision"]["slices"])
+    assert new.gate_verdict == "promote" and set(new.validation["metrics"]["estimators"]) == {"confidence", "atc",
+                                                                                              "atc-entropy"}
+    assert out["train_images"] == {"new": 540, "replayed": 1080, "replayed_by": "slice", "val_slice": "v2"}  # 2:1
     st = MonitorState(s.monitoring_dir).read()
     assert st["last_retrain_started"] and st["last_retrain_finished"] >= st["last_retrain_started"]
     assert not lock.running()
@@ -164,6 +169,28 @@ def test_drift_triggers_once_then_retraining_from_feedback_promotes(champion_hom
     log_traffic(s, onnx, (apply(x, {"thicken": 1.5}, np.random.default_rng(7)) * 255).round().astype(np.uint8))
     res = run_check(s)
     assert res.drift.drifted and set(res.drift.extra["compared"]) == {"v1", "v2"}, res.drift.extra
+
+
+def test_forgetting_candidate_is_refused_through_the_real_retraining(champion_home, mnist_medium):
+    """Feedback of inverted digits, fine-tuned on without replay: far better on the newest slice,
+    confidently worse on MNIST. The retraining registers it, the gate refuses it by the forgetting
+    test (not by noise), and the champion stays."""
+    from mnistcl.retrain import retrain
+
+    s, onnx = champion_home
+    x, y = held_out(mnist_medium, 600, 11)
+    log_traffic(s, onnx, 255 - x, y)
+    out = retrain(s, strategy="finetune-replay", reason="test", epochs=3, replay=0.0, force=True)
+    _, reg = stores(s)
+    gate = out["gate"]
+    assert out["status"] == "rejected" and reg.alias("champion") == "m1" and reg.alias("challenger") is None
+    assert gate["verdict"] == "reject" and gate["accuracy"]["v2"] > gate["champion_accuracy"]["v2"] + 0.2
+    mnist = next(r for r in gate["decision"]["slices"] if r["slice"] == "mnist-test")
+    assert mnist["forgets"] and mnist["p_forgets_holm"] < 0.05 and mnist["interval"][1] < -mnist["allowance"]
+    assert any(v.startswith("forgetting: forgets slice mnist-test") for v in gate["violations"]), gate["violations"]
+    assert reg.get(gate["version"]).gate_verdict == "reject"
+    report = Path(gate["report_md"]).read_text()
+    assert "**REJECT**" in report and "| mnist-test |" in report and "**yes**" in report
 
 
 def test_config_error_is_reported_before_anything_runs(champion_home, tmp_path):

@@ -44,7 +44,8 @@ def prefect(tmp_path_factory):
         if not orch.wait_for_api(api):
             pytest.fail("Prefect server did not start:\n" + (work / "server.log").read_text()[-3000:])
         orch.create_pools(api, work / "home")
-        out = orch.deploy(api, work / "home", ["train", "monitor", "retrain", "train-k8s", "monitor-k8s", "retrain-k8s"])
+        out = orch.deploy(api, work / "home", ["train", "monitor", "retrain", "judge", "train-k8s", "monitor-k8s",
+                                               "retrain-k8s", "judge-k8s"])
         yield {"api": api, "home": work / "home", "work": work, "deploy_output": out}
     finally:
         launch.stop(server, term_wait=30)
@@ -69,16 +70,20 @@ def test_deployments_pools_schedules_and_limits(prefect):
     assert deployment(api, "monitor")["schedules"][0]["schedule"]["interval"] == 300
     k8s = deployment(api, "retrain-k8s")
     assert k8s["work_pool_name"] == "mnistcl-k8s" and k8s["job_variables"]["gpu_limit"] == 1
+    judge = deployment(api, "judge")  # the challenger's judgement: hourly, and on new shadow evidence
+    assert judge["schedules"][0]["schedule"]["interval"] == 3600 and judge["work_pool_name"] == "mnistcl-local"
+    assert deployment(api, "judge-k8s")["job_variables"]["gpu_limit"] == 0
     autos = httpx.post(f"{api}/automations/filter", json={}, timeout=10).json()
     expects = sorted(e for a in autos for e in a["trigger"].get("expect", []))
     assert expects.count("mnistcl.drift.detected") == 2 and expects.count("mnistcl.dataset.updated") == 2
+    assert expects.count("mnistcl.challenger.evidence") == 2
 
 
 def small_system(home, mnist_small):
     """Dataset v1 and a champion trained on it: no feedback yet, so a retrain has nothing to learn."""
     import models.torchnet as tn
-    from mnistcl.promote import stores
     from mnistcl.settings import Settings
+    from mnistcl.stores import stores
     from models.common import NullReporter, TrainData
 
     ds, reg = stores(Settings(home=home))

@@ -248,6 +248,73 @@ def test_hot_swap_under_load(server, registry, mnist_small):
     registry.rollback("champion")
 
 
+def test_challenger_is_shadowed_logged_and_judged(server, registry, mnist_small, tmp_path):
+    """A challenger scores every request beside the champion; only the champion answers; both
+    answers are logged; the judgement pairs them with the feedback exactly as computing the two
+    models' outcomes directly does; retiring the challenger stops the shadow."""
+    from mnistcl.predlog import PredictionLog
+    from mnistcl.settings import Settings
+    from validation import stats
+    from validation.gate import GateConfig
+    from validation.shadow import judge_challenger, shadow_verdict
+
+    champion = registry.alias("champion")
+    challenger = "m2" if champion == "m1" else "m1"
+    registry.promote(challenger, "challenger", reason="shadow test", force=True)
+    x, y = mnist_small["test"]
+    log = PredictionLog(server["db"])
+    deadline = time.time() + 15  # the server follows the alias within poll_s
+    while time.time() < deadline:
+        r = predict(server, {"data": {"ndarray": x[:1].tolist()}}).json()
+        if log.paired_outcomes(champion, challenger)[0].size or any(
+                row for row in log._query("SELECT 1 FROM shadow WHERE request_id = ?", (r["meta"]["tags"]["request_id"],))):
+            break
+        time.sleep(0.3)
+    since = time.time()
+    time.sleep(0.05)
+    ids = []
+    for i in range(0, 200, 4):
+        body = predict(server, {"data": {"ndarray": x[i:i + 4].tolist()}}).json()
+        assert body["meta"]["tags"]["model_version"] == champion  # the challenger never answers
+        ids.append(body["meta"]["tags"]["request_id"])
+        fb = httpx.post(f"{server['url']}/api/v1.0/feedback", timeout=10,
+                        json={"request": {"meta": {"tags": {"request_id": ids[-1]}}},
+                              "truth": {"data": {"ndarray": y[i:i + 4].tolist()}}})
+        assert fb.status_code == 200, fb.text
+    shadow_rows = log._query(f"SELECT COUNT(*) FROM shadow WHERE model_version = ? AND request_id IN "
+                             f"({', '.join('?' * len(ids))})", (challenger, *ids))
+    assert shadow_rows[0][0] == 200
+    a, b = log.paired_outcomes(challenger, champion, since=since)
+    assert a.size == b.size == 200
+
+    # The same outcomes computed directly from the two models' ONNX files.
+    from validation.gate import OnnxModel
+
+    direct = {v: OnnxModel(registry.fetch(v, "onnx", tmp_path)).predict(x[:200]).argmax(1) == y[:200]
+              for v in (challenger, champion)}
+    assert (a == direct[challenger]).all() and (b == direct[champion]).all()
+
+    # The judgement sees every labelled image since the challenger was set: exactly these 200.
+    settings = Settings(home=tmp_path / "home", storage_url=str(registry.storage.root), predictions_db=server["db"])
+    cfg = GateConfig(shadow={"judge_every": 50, "max_images": 400})
+    j = judge_challenger(settings, cfg)
+    assert j["status"] == "judged" and j["n"] == 200
+    expect = shadow_verdict(cfg, stats.Paired.from_correct(direct[challenger], direct[champion]), 1)
+    assert j["verdict"] == expect["verdict"] and registry.judgements(challenger)[-1]["verdict"] == j["verdict"]
+    if j["verdict"] == "promote":
+        assert registry.alias("champion") == challenger and registry.alias("challenger") is None
+        registry.rollback("champion")
+    registry.move_alias("challenger", None, reason="end of the shadow test")
+    deadline = time.time() + 15  # the shadow is dropped: new requests log no shadow rows
+    while time.time() < deadline:
+        rid = predict(server, {"data": {"ndarray": x[:1].tolist()}}).json()["meta"]["tags"]["request_id"]
+        if not log._query("SELECT 1 FROM shadow WHERE request_id = ?", (rid,)):
+            break
+        time.sleep(0.3)
+    else:
+        pytest.fail("the server kept shadowing a retired challenger")
+
+
 def test_cli_predict_export_and_retrain_data(server, mnist_small, tmp_path, monkeypatch):
     """`mnistcl predict`, `predictions export --format csv`, `data append --from-feedback`."""
     from typer.testing import CliRunner

@@ -24,6 +24,12 @@ def test_champion_only_and_canary():
     assert sdep["metadata"]["namespace"] == "mnist-prod" and champ["replicas"] == 3
     check_seldon_deployment(sdep)
     kubernetes_validate.validate(sa, kubernetes_validate.latest_version(), strict=True)
+    # Canary or not, every request is paired: each predictor shadows the other alias.
+    env = {p["name"]: {e["name"]: e.get("value") for e in p["componentSpecs"][0]["spec"]["containers"][0]["env"]}
+           for p in sdep["spec"]["predictors"]}
+    assert (env["champion"]["MNISTCL_SERVE_ALIAS"], env["champion"]["MNISTCL_SHADOW_ALIAS"]) == ("champion", "challenger")
+    assert (env["challenger"]["MNISTCL_SERVE_ALIAS"], env["challenger"]["MNISTCL_SHADOW_ALIAS"]) == ("challenger",
+                                                                                                    "champion")
 
 
 @pytest.mark.parametrize(

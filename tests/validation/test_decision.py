@@ -1,0 +1,136 @@
+"""The gate's decision on planted per-image outcomes: known situations, known verdicts."""
+
+import numpy as np
+import pytest
+
+from validation.gate import GateConfig, Measured, Rule, decide, judge
+from validation.objective import ObjectiveConfig, traffic_weights
+
+pytestmark = pytest.mark.unit
+
+
+def outcomes(n: int, right: int, rng, flip: int = 0, base: np.ndarray | None = None) -> np.ndarray:
+    """``n`` per-image outcomes with ``right`` correct; with ``base``, a copy of it where ``flip``
+    images change (positive: wrong -> right; negative: right -> wrong)."""
+    if base is None:
+        out = np.zeros(n, bool)
+        out[rng.choice(n, right, replace=False)] = True
+        return out
+    out = base.copy()
+    pool = np.flatnonzero(~out if flip > 0 else out)
+    out[rng.choice(pool, abs(flip), replace=False)] = flip > 0
+    return out
+
+
+def measured(correct: dict[str, np.ndarray], **metrics) -> Measured:
+    acc = {s: float(c.mean()) for s, c in correct.items()}
+    newest = list(correct)[-1]
+    return Measured({"accuracy": {**acc, "newest": acc[newest]}, "newest_slice": newest,
+                     "slices": {s: {"n": len(c)} for s, c in correct.items()}, **metrics}, correct)
+
+
+WEIGHTS = traffic_weights([("v2", 600), ("v3", 600)], ObjectiveConfig())
+
+
+@pytest.fixture
+def champion():
+    rng = np.random.default_rng(0)
+    return {"mnist-test": outcomes(10000, 9870, rng), "v2": outcomes(120, 117, rng), "v3": outcomes(240, 190, rng)}
+
+
+def test_weights_follow_recent_traffic_with_mnist_as_base():
+    w = traffic_weights([("v2", 600), ("v3", 600), ("v4", 900)], ObjectiveConfig(window_images=1500, base_weight=0.2))
+    assert w["v2"] == 0 and w["v4"] == pytest.approx(0.8 * 900 / 1500) and w["v3"] == pytest.approx(0.8 * 600 / 1500)
+    assert w["mnist-test"] == pytest.approx(0.2) and sum(w.values()) == pytest.approx(1)
+    assert traffic_weights([], ObjectiveConfig()) == {"mnist-test": 1.0}  # before any production data
+    assert traffic_weights([("v2", 300)], ObjectiveConfig(window_images=1500, base_weight=0.2))["mnist-test"] == \
+        pytest.approx(0.2 + 0.8 * 1200 / 1500)
+
+
+def test_identical_candidate_is_never_promoted(champion):
+    d = decide(GateConfig(), measured(champion), measured(champion), WEIGHTS)
+    assert d["verdict"] == "challenger" and "not enough evidence" in d["reason"]
+    assert d["objective"]["estimate"] == 0 and d["objective"]["interval"][0] < 0 < d["objective"]["interval"][1]
+
+
+def test_clear_win_on_the_new_cohort_is_promoted(champion):
+    rng = np.random.default_rng(1)
+    cand = {**champion, "v3": outcomes(240, 0, rng, flip=30, base=champion["v3"])}  # +12.5 points on the newest
+    d = decide(GateConfig(), measured(cand), measured(champion), WEIGHTS)
+    assert d["verdict"] == "promote", d["reason"]
+    o = d["objective"]
+    assert o["interval"][0] > 0 and o["p_better"] < 0.05
+    assert o["estimate"] == pytest.approx(WEIGHTS["v3"] * 30 / 240)
+
+
+def test_two_images_on_a_small_slice_are_noise_not_forgetting(champion):
+    """The case that refused a far better model: a drop of 2 images (1.7 points) on 120."""
+    rng = np.random.default_rng(2)
+    cand = {"mnist-test": outcomes(10000, 0, rng, flip=30, base=champion["mnist-test"]),
+            "v2": outcomes(120, 0, rng, flip=-2, base=champion["v2"]),
+            "v3": outcomes(240, 0, rng, flip=40, base=champion["v3"])}
+    d = decide(GateConfig(), measured(cand), measured(champion), WEIGHTS)
+    v2 = next(r for r in d["slices"] if r["slice"] == "v2")
+    assert v2["difference"] == pytest.approx(-2 / 120) and not v2["forgets"] and v2["p_forgets_holm"] > 0.05
+    assert d["verdict"] == "promote", d["reason"]
+
+
+def test_confident_forgetting_is_refused_even_with_a_win(champion):
+    rng = np.random.default_rng(3)
+    cand = {"mnist-test": outcomes(10000, 0, rng, flip=-400, base=champion["mnist-test"]),  # -4 points on 10,000
+            "v2": champion["v2"], "v3": outcomes(240, 0, rng, flip=45, base=champion["v3"])}
+    d = decide(GateConfig(), measured(cand), measured(champion), WEIGHTS)
+    assert d["verdict"] == "reject" and "forgets mnist-test" in d["reason"]
+    mnist = next(r for r in d["slices"] if r["slice"] == "mnist-test")
+    assert mnist["forgets"] and mnist["interval"][1] < -0.01
+
+
+def test_allowance_is_per_slice_data(champion):
+    rng = np.random.default_rng(4)
+    cand = {**champion, "mnist-test": outcomes(10000, 0, rng, flip=-60, base=champion["mnist-test"])}  # -0.6 points
+
+    def forgets(cfg):
+        return next(r for r in decide(cfg, measured(cand), measured(champion), WEIGHTS)["slices"]
+                    if r["slice"] == "mnist-test")["forgets"]
+
+    assert not forgets(GateConfig())  # within the 1-point allowance
+    assert forgets(GateConfig(forgetting={"allowance": 0.01, "per_slice": {"mnist-test": 0.002}}))
+
+
+def test_confidently_worse_is_rejected(champion):
+    rng = np.random.default_rng(5)
+    cand = {**champion, "v3": outcomes(240, 0, rng, flip=-30, base=champion["v3"])}
+    d = decide(GateConfig(forgetting={"allowance": 0.2}), measured(cand), measured(champion), WEIGHTS)
+    assert d["verdict"] == "reject" and "worse on the recent traffic mix" in d["reason"]
+
+
+def test_floor_never_refuses_a_confidently_better_candidate(champion):
+    """Champion at 57% on the newest slice, candidate at 78%: a floor of 80% must not refuse it."""
+    rng = np.random.default_rng(6)
+    champ = {**champion, "v3": outcomes(240, 137, rng)}
+    cand = {**champ, "v3": outcomes(240, 0, rng, flip=50, base=champ["v3"])}
+    cfg = GateConfig(rules=[Rule(name="min_newest_slice_accuracy", metric="accuracy.newest", threshold=0.80),
+                            Rule(name="min_accuracy", metric="accuracy.mnist-test", threshold=0.999)])
+    rep = judge(cfg, measured(cand), measured(champ), candidate="c", champion="m1", weights=WEIGHTS)
+    floor = next(c for c in rep.checks if c["rule"] == "min_newest_slice_accuracy")
+    assert floor["ok"] and floor["note"].startswith("waived: confidently better")
+    # The MNIST floor is not waived: the candidate is no better there, so it still refuses.
+    assert rep.verdict == "reject" and [v.rule for v in rep.violations] == ["min_accuracy"]
+
+
+def test_report_shows_estimate_interval_test_and_p_value(champion):
+    rep = judge(GateConfig(), measured(champion), measured(champion), candidate="c", champion="m1", weights=WEIGHTS)
+    md = rep.to_markdown()
+    assert rep.verdict == "challenger" and "not enough evidence" in md
+    for needle in ("Tango score", "Holm", "interval", "p (better)", "| v3 |", "weight"):
+        assert needle in md, needle
+    js = rep.to_json()
+    assert js["decision"]["objective"]["interval"] and js["decision"]["slices"][0]["p_forgets_holm"] is not None
+
+
+def test_dry_run_reports_the_verdict_but_never_blocks(champion):
+    rng = np.random.default_rng(7)
+    cand = {**champion, "mnist-test": outcomes(10000, 0, rng, flip=-500, base=champion["mnist-test"])}
+    rep = judge(GateConfig(mode="dry-run"), measured(cand), measured(champion), candidate="c", champion="m1",
+                weights=WEIGHTS)
+    assert rep.verdict == "reject" and rep.passed and "would REJECT" in rep.to_markdown()
