@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv venv-serve venv-infra infra-check demo test test-fast lint bench-data bench-train bench-train-quick bench-serve bench-serve-study bench-drift bench-continual scenario prefect-up clean distclean
+.PHONY: help venv venv-serve venv-infra infra-check demo test test-fast lint bench-data bench-train bench-train-quick bench-serve bench-serve-study bench-drift bench-continual bench-gate bench-estimate bench-scenario bench-unseen scenario prefect-up clean distclean
 
 help: ## List every target with what it does
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -55,14 +55,14 @@ prefect-up: venv ## Local Prefect server on 127.0.0.1:4200 with the work pools, 
 	$(BIN)/mnistcl prefect up
 
 test: venv venv-serve venv-infra ## Set up the environments and run the whole test suite (ruff first)
-	$(BIN)/ruff check mnistcl models flows monitoring serving tests bench infra
+	$(BIN)/ruff check mnistcl models flows monitoring serving validation tests bench infra
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: venv venv-serve venv-infra ## Run the suite without the slow tier
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: venv ## Ruff over the code
-	$(BIN)/ruff check mnistcl models flows monitoring serving tests bench infra
+	$(BIN)/ruff check mnistcl models flows monitoring serving validation tests bench infra
 
 bench-data: venv ## Benchmark dataset ingest, size on disk and load time (bench/results/data.json)
 	$(BIN)/python -m bench.data
@@ -87,8 +87,29 @@ bench-serve-study: venv venv-serve ## Serving tuning study: payload formats, gRP
 bench-drift: venv ## Drift detection benchmark: detection/false-alarm rates, delay, seconds per check (~6 min)
 	$(BIN)/python -m bench.drift
 
-bench-continual: venv ## Continual-learning benchmark: static vs fine-tune vs replay vs joint on the demo's cohorts (~6 min)
+bench-continual: venv ## Continual-learning benchmark: static vs fine-tune vs replay (uniform, by slice, distilled) vs joint (~10 min)
 	$(BIN)/python -m bench.continual
+
+bench-gate: venv ## Gate benchmark: planted candidates x 40 trials, bad promotions and clear-win adoption (~8 min)
+	$(BIN)/python -m bench.gate
+
+bench-estimate: venv ## Label-free accuracy estimate: error per 500-image window, each method, 3 seeds (~15 min)
+	$(BIN)/python -m bench.estimate --seeds 3
+
+BENCH_HOME := .mnistcl-bench/scenario
+
+$(BENCH_HOME)/.trained: | venv
+	rm -rf $(BENCH_HOME)
+	MNISTCL_HOME=$(BENCH_HOME) $(BIN)/mnistcl data ingest
+	MNISTCL_HOME=$(BENCH_HOME) $(BIN)/mnistcl train --profile quick
+	touch $@
+
+bench-scenario: venv venv-serve $(BENCH_HOME)/.trained ## The scenario over 3 seeds from one fresh AutoML champion: ACC, BWT, promotions as mean +/- sd (~40 min)
+	MNISTCL_HOME=$(BENCH_HOME) $(BIN)/mnistcl scenario run --seeds 3 --out $(BENCH_HOME)/seeds-$$(date +%s) \
+		--results bench/results/scenario-seeds.json
+
+bench-unseen: venv venv-serve $(BENCH_HOME)/.trained ## A cohort the scenario lacks (mixed stroke styles): held-out accuracy after one retraining (~6 min)
+	MNISTCL_HOME=$(BENCH_HOME) $(BIN)/python -m bench.unseen
 
 scenario: venv venv-serve ## Only the continual-learning scenario, on the current champion (needs make demo once)
 	$(BIN)/mnistcl scenario run
