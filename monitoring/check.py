@@ -144,19 +144,48 @@ def nearest_drift(references: list[Reference], current: pd.DataFrame, cfg: Monit
     return best
 
 
-def champion_estimator(settings, cfg: MonitoringConfig) -> tuple[Estimator | None, str | None]:
-    """The champion's label-free accuracy estimator, fitted by the gate on its validation data
+def fitted_estimator(reg, version: str, method: str) -> Estimator | None:
+    """The label-free accuracy estimator the gate fitted for ``version`` on its validation data
     (None for a model registered before the gate fitted one)."""
+    mv = reg.get(version)
+    fitted = ((mv.validation or {}).get("metrics") or {}).get("estimators") or {}
+    return Estimator.from_json(fitted[method]) if method in fitted else None
+
+
+def window_estimate(settings, cfg: MonitoringConfig, plog, probs: np.ndarray, versions: np.ndarray,
+                    labels: np.ndarray, feats: pd.DataFrame, start: float) -> dict | None:
+    """The window's accuracy estimated without its labels: each image through the estimator of
+    the model version that answered it (a hot swap can split a window). The champion's estimator
+    is refitted on its latest labelled traffic when this window does not drift from that traffic;
+    a window of novel handwriting keeps the fit on the champion's validation data."""
     from mnistcl.registry import RegistryError
     from mnistcl.stores import stores
 
     _, reg = stores(settings)
     try:
-        mv = reg.get("champion")
+        champion = reg.resolve("champion")
+        ests = {v: fitted_estimator(reg, v, cfg.estimate_method) for v in np.unique(versions)}
+        champ_est = ests.get(champion) or fitted_estimator(reg, champion, cfg.estimate_method)
     except RegistryError:
-        return None, None
-    fitted = ((mv.validation or {}).get("metrics") or {}).get("estimators") or {}
-    return (Estimator.from_json(fitted[cfg.estimate_method]) if cfg.estimate_method in fitted else None), mv.id
+        return None
+    if champ_est is None:
+        return None
+    like_recent = None
+    if cfg.recalibrate_images:
+        rx, rp, ry = plog.recent_labelled(champion, before=start, limit=cfg.recalibrate_images)
+        if len(ry) >= cfg.recalibrate_min:
+            like_recent = not check_drift(features(rx), feats, cfg.drift).drifted
+            if like_recent:
+                champ_est = recalibrated(champ_est, rp, ry, cfg.recalibrate_min)
+    ests[champion] = champ_est
+    total = sum((ests[v] or champ_est).estimate(probs[versions == v]) * int((versions == v).sum())
+                for v in np.unique(versions))
+    labelled = labels >= 0
+    return {"accuracy": float(total / len(versions)), "method": cfg.estimate_method, "model": champion,
+            "models": sorted(str(v) for v in np.unique(versions)),
+            "fitted_on": f"{champ_est.fitted_on} {'recent labelled' if champ_est.source == 'recent' else 'validation'} images",
+            "like_recent_traffic": like_recent, "labelled": int(labelled.sum()),
+            "labelled_accuracy": None}
 
 
 def evaluate_window(cfg: MonitoringConfig, images: np.ndarray, confidence: np.ndarray, digits: np.ndarray,
@@ -200,26 +229,11 @@ def run_check(settings, cfg: MonitoringConfig | None = None, *, notify: bool = T
     folder = settings.monitoring_dir / "checks" / stamp
     references, dataset = reference_features(settings, cfg)
     feats = features(images)
-    estimator, champion = champion_estimator(settings, cfg)
-    estimate = None
-    if estimator is not None:
-        like_recent = None
-        if cfg.recalibrate_images:
-            # Refit on the newest handwriting the champion met and got labels for, but only when this
-            # window looks like it (no drift between them): a window of novel handwriting is judged
-            # by the estimator fitted on the champion's validation data.
-            rx, rp, ry = plog.recent_labelled(champion, before=start, limit=cfg.recalibrate_images)
-            if len(ry) >= cfg.recalibrate_min:
-                like_recent = not check_drift(features(rx), feats, cfg.drift).drifted
-                if like_recent:
-                    estimator = recalibrated(estimator, rp, ry, cfg.recalibrate_min)
-        probs = np.array([json.loads(r[5]) for r in rows], dtype=np.float64)
+    probs = np.array([json.loads(r[5]) for r in rows], dtype=np.float64)
+    estimate = window_estimate(settings, cfg, plog, probs, np.array([r[6] for r in rows]), fb, feats, start)
+    if estimate and estimate["labelled"]:
         labelled = fb >= 0
-        estimate = {"accuracy": estimator.estimate(probs), "method": estimator.method, "model": champion,
-                    "fitted_on": f"{estimator.fitted_on} {'recent labelled' if estimator.source == 'recent' else 'validation'} images",
-                    "like_recent_traffic": like_recent,
-                    "labelled": int(labelled.sum()),
-                    "labelled_accuracy": float((digits[labelled] == fb[labelled]).mean()) if labelled.any() else None}
+        estimate["labelled_accuracy"] = float((digits[labelled] == fb[labelled]).mean())
     inp, pred, drift, reasons = evaluate_window(cfg, images, conf, digits, fb, n_rejected, references, folder,
                                                 estimate["accuracy"] if estimate else None, feats)
     res = CheckResult(status="checked", n_images=len(rows), window_start=start, window_end=end, input_rules=inp,

@@ -71,8 +71,8 @@ class MonitoringConfig:
     min_estimated_accuracy: float | None = 0.92
     estimate_method: str = "atc"
     estimate_action: str = "retrain"
-    recalibrate_images: int = 500  # refit the estimator on this many recent labelled images the champion served
-    recalibrate_min: int = 200     # ... once it has served at least this many (0 images: never)
+    recalibrate_images: int = 300  # refit the estimator on this many recent labelled images the champion served
+    recalibrate_min: int = 150     # ... once it has served at least this many (0 images: never)
     drift: DriftConfig = field(default_factory=DriftConfig)
     reference_images: int = 5000
     reference_batches: int = 3
@@ -176,8 +176,8 @@ def load_config(path: Path | str | None = None) -> MonitoringConfig:
         min_estimated_accuracy=(None if est.get("min_accuracy", 0.92) is None
                                 else _opt(est, "min_accuracy", 0.92, "estimated_accuracy", lo=0, hi=1)),
         estimate_method=str(est.get("method", "atc")), estimate_action=str(est.get("action", "retrain")),
-        recalibrate_images=int(_opt(est, "recalibrate_images", 500, "estimated_accuracy", lo=0)),
-        recalibrate_min=int(_opt(est, "recalibrate_min", 200, "estimated_accuracy", lo=10)),
+        recalibrate_images=int(_opt(est, "recalibrate_images", 300, "estimated_accuracy", lo=0)),
+        recalibrate_min=int(_opt(est, "recalibrate_min", 150, "estimated_accuracy", lo=10)),
         drift=drift, reference_images=int(_opt(raw, "reference_images", 5000, "monitoring config", lo=100)),
         reference_batches=int(_opt(raw, "reference_batches", 3, "monitoring config", lo=0)),
         trigger=trigger, source=str(path))
