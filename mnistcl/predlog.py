@@ -165,8 +165,10 @@ class PredictionLog:
 
     def window(self, *, after: float, limit: int, max_per_request: int = 64) -> list[tuple]:
         """The next ``limit`` images logged after time ``after`` (never half a request):
-        rows of (at, digit, confidence, feedback or -1, image bytes, probabilities JSON), oldest first."""
-        rows = self._query(f"SELECT at, digit, confidence, COALESCE(feedback, -1), image, probs FROM predictions "
+        rows of (at, digit, confidence, feedback or -1, image bytes, probabilities JSON, model version),
+        oldest first."""
+        rows = self._query(f"SELECT at, digit, confidence, COALESCE(feedback, -1), image, probs, model_version "
+                           f"FROM predictions "
                            f"WHERE at > {self.ph} ORDER BY at, request_id, item LIMIT {int(limit) + max_per_request}",
                            (after,))
         if len(rows) <= limit:
