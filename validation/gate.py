@@ -11,7 +11,9 @@ The decision (``decide``), all parameters in configs/gate.yaml:
               candidate "improves" when the one-sided lower bound of the paired difference is
               above 0 at the gate's confidence
   forgetting  on every slice, a one-sided paired score test of "the drop exceeds that slice's
-              allowance"; Holm's adjustment over the slices; a confident drop refuses
+              allowance"; Holm's adjustment over the slices; a confident drop refuses;
+              a likely one (p below ``doubt``) keeps a better candidate from a direct
+              promotion: it becomes the challenger
   guards      absolute rules (size, latency, calibration, robustness, accuracy floors); a floor
               never refuses a candidate that is confidently better than the champion on that slice
   verdict     promote | challenger (not enough evidence either way: it is shadowed) | reject
@@ -51,6 +53,10 @@ class Rule(BaseModel):
 class ForgettingConfig(BaseModel):
     allowance: float = Field(default=0.01, ge=0.0, lt=1.0, description="accuracy drop tolerated on a slice")
     per_slice: dict[str, float] = Field(default_factory=dict, description="allowances by slice name")
+    doubt: float = Field(default=0.3, ge=0.0, le=1.0, description=(
+        "a promotion at the gate needs every slice's p-value of 'the drop exceeds the allowance' above this; "
+        "a slice below it (the data lean toward such a drop without showing it) makes a better candidate the "
+        "challenger, whose shadow gathers the evidence; 0 turns the tier off"))
 
     def for_slice(self, name: str) -> float:
         return self.per_slice.get(name, self.allowance)
@@ -258,7 +264,9 @@ def decide(cfg: GateConfig, cand: Measured, champ: Measured, weights: dict[str, 
     "Improves": the objective's one-sided lower bound above 0 at the gate's share of the error
     budget (``gate_alpha``; a challenger's shadow judgement spends the rest, so a model that is
     not better is promoted with probability at most alpha in all). "Forgets": a slice's drop shown
-    beyond its allowance at alpha (a score test, Holm-adjusted over the slices). Intervals are
+    beyond its allowance at alpha (a score test, Holm-adjusted over the slices); "doubtful": the data
+    lean toward a drop beyond the allowance (unadjusted p below ``forgetting.doubt``), which turns a
+    promotion into a challenger: the shadow's live traffic settles it. Intervals are
     two-sided at 1 - 2 gate_alpha: each end is the one-sided bound the verdict uses."""
     alpha, level = cfg.alpha, 1 - 2 * cfg.gate_alpha
     names = [s for s in cand.correct if s in champ.correct]
@@ -273,7 +281,7 @@ def decide(cfg: GateConfig, cand: Measured, champ: Measured, weights: dict[str, 
                      "candidate": p.candidate_accuracy, "champion": p.champion_accuracy, "difference": p.diff,
                      "interval": [lo, hi], "only_candidate_right": p.b, "only_champion_right": p.c,
                      "allowance": cfg.forgetting.for_slice(s), "p_forgets": pf, "p_forgets_holm": ph,
-                     "forgets": ph < alpha, "p_better": stats.mcnemar_exact(p.b, p.c, "greater")})
+                     "forgets": ph < alpha, "doubtful": pf < cfg.forgetting.doubt, "p_better": stats.mcnemar_exact(p.b, p.c, "greater")})
     w = [weights.get(s, 0.0) for s in names]
     total = sum(w) or 1.0
     w = [x / total for x in w]
@@ -285,10 +293,17 @@ def decide(cfg: GateConfig, cand: Measured, champ: Measured, weights: dict[str, 
                  "champion": float(sum(wi * pairs[s].champion_accuracy for s, wi in zip(names, w, strict=True))),
                  "weights": dict(zip(names, w, strict=True))}
     forgets = [r for r in rows if r["forgets"]]
+    doubtful = [r for r in rows if r["doubtful"]]
     if forgets:
         verdict = "reject"
         why = "forgets " + ", ".join(f"{r['slice']} (drop {-r['difference']:.2%} > {r['allowance']:.2%}, "
                                       f"Holm p = {r['p_forgets_holm']:.3g})" for r in forgets)
+    elif lo > 0 and doubtful:
+        verdict, why = "challenger", (f"better on the recent traffic mix: {est:+.2%} ({level:.0%} interval "
+                                      f"{lo:+.2%} to {hi:+.2%}, p = {p_better:.3g}), but not enough evidence "
+                                      "that it keeps " + ", ".join(
+                                          f"{r['slice']} (drop {-r['difference']:.2%}, p (drop > "
+                                          f"{r['allowance']:.2%}) = {r['p_forgets']:.3g})" for r in doubtful))
     elif lo > 0:
         verdict, why = "promote", (f"better on the recent traffic mix: {est:+.2%} ({level:.0%} interval "
                                    f"{lo:+.2%} to {hi:+.2%}, p = {p_better:.3g}) and no slice forgotten")
@@ -299,7 +314,7 @@ def decide(cfg: GateConfig, cand: Measured, champ: Measured, weights: dict[str, 
         verdict, why = "challenger", (f"not enough evidence: {est:+.2%} on the recent traffic mix, {level:.0%} "
                                       f"interval {lo:+.2%} to {hi:+.2%} includes 0 (p = {p_better:.3g})")
     return {"verdict": verdict, "reason": why, "confidence": cfg.confidence, "interval_level": level,
-            "gate_alpha": cfg.gate_alpha,
+            "gate_alpha": cfg.gate_alpha, "doubt": cfg.forgetting.doubt,
             "test": "paired: Tango score interval per slice, MOVER for the weighted objective, "
                     "score test against each slice's allowance with Holm's adjustment",
             "objective": objective, "slices": rows}
@@ -361,17 +376,20 @@ class GateReport:
                       f"Test: {d['test']}. Slices are called forgotten at {d['confidence']:.0%} one-sided "
                       f"confidence; \"better\" needs the objective's lower bound above 0 at "
                       f"{1 - d['gate_alpha']:.1%} (the gate's share of the {1 - d['confidence']:.0%} error budget; "
-                      f"a challenger's shadow judgement spends the rest). Intervals are {lvl:.0%} two-sided.", "",
+                      f"a challenger's shadow judgement spends the rest). Intervals are {lvl:.0%} two-sided. "
+                      f"A slice's drop is \"likely\" when the data lean toward a drop beyond its allowance "
+                      f"(p below {d.get('doubt', 0):.2g}): a better candidate is then the challenger.", "",
                       f"Objective (expected accuracy on the recent traffic mix): candidate {o['candidate']:.4f}, "
                       f"champion {o['champion']:.4f}, difference {o['estimate']:+.4f}, interval "
                       f"[{o['interval'][0]:+.4f}, {o['interval'][1]:+.4f}], p (better) = {o['p_better']:.3g}.", "",
                       "| slice | weight | images | champion | candidate | difference | interval | only cand. / only champ. right "
-                      "| allowance | p (drop > allowance), Holm | forgets |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+                      "| allowance | p (drop > allowance) / Holm | forgets |", "|---|---|---|---|---|---|---|---|---|---|---|"]
             for r in d["slices"]:
                 lines.append(f"| {r['slice']} | {r['weight']:.3f} | {r['n']:,} | {r['champion']:.4f} | {r['candidate']:.4f} | "
                              f"{r['difference']:+.4f} | [{r['interval'][0]:+.4f}, {r['interval'][1]:+.4f}] | "
                              f"{r['only_candidate_right']} / {r['only_champion_right']} | {r['allowance']:.3f} | "
-                             f"{r['p_forgets_holm']:.3g} | {'**yes**' if r['forgets'] else 'no'} |")
+                             f"{r['p_forgets']:.3g} / {r['p_forgets_holm']:.3g} | "
+                             f"{'**yes**' if r['forgets'] else 'likely' if r.get('doubtful') else 'no'} |")
             lines.append("")
         lines += ["## Guards", "", "| rule | metric | measured | threshold | result |", "|---|---|---|---|---|"]
         for c in self.checks:

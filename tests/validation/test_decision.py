@@ -69,10 +69,27 @@ def test_two_images_on_a_small_slice_are_noise_not_forgetting(champion):
     cand = {"mnist-test": outcomes(10000, 0, rng, flip=30, base=champion["mnist-test"]),
             "v2": outcomes(120, 0, rng, flip=-2, base=champion["v2"]),
             "v3": outcomes(240, 0, rng, flip=40, base=champion["v3"])}
-    d = decide(GateConfig(), measured(cand), measured(champion), WEIGHTS)
+    d = decide(GateConfig(forgetting={"doubt": 0}), measured(cand), measured(champion), WEIGHTS)
     v2 = next(r for r in d["slices"] if r["slice"] == "v2")
     assert v2["difference"] == pytest.approx(-2 / 120) and not v2["forgets"] and v2["p_forgets_holm"] > 0.05
     assert d["verdict"] == "promote", d["reason"]
+
+
+def test_a_plausible_drop_makes_a_better_candidate_the_challenger(champion):
+    """Better on the objective, and the data lean toward a drop beyond the allowance without showing it
+    (2 images on 120: p = 0.23, below the default doubt 0.3): shadowed, not promoted, not thrown away."""
+    rng = np.random.default_rng(2)
+    cand = {"mnist-test": outcomes(10000, 0, rng, flip=30, base=champion["mnist-test"]),
+            "v2": outcomes(120, 0, rng, flip=-2, base=champion["v2"]),
+            "v3": outcomes(240, 0, rng, flip=40, base=champion["v3"])}
+    d = decide(GateConfig(), measured(cand), measured(champion), WEIGHTS)
+    v2 = next(r for r in d["slices"] if r["slice"] == "v2")
+    assert v2["doubtful"] and not v2["forgets"] and 0.2 < v2["p_forgets"] < 0.3
+    assert d["objective"]["interval"][0] > 0
+    assert d["verdict"] == "challenger" and "not enough evidence that it keeps v2" in d["reason"], d["reason"]
+    # One image on 120 is within the allowance: promoted at once.
+    cand["v2"] = outcomes(120, 0, rng, flip=-1, base=champion["v2"])
+    assert decide(GateConfig(), measured(cand), measured(champion), WEIGHTS)["verdict"] == "promote"
 
 
 def test_confident_forgetting_is_refused_even_with_a_win(champion):
