@@ -90,8 +90,8 @@ bench-drift: venv ## Drift detection benchmark: detection/false-alarm rates, del
 bench-continual: venv ## Continual-learning benchmark: static vs fine-tune vs replay (uniform, by slice, distilled) vs joint (~10 min)
 	$(BIN)/python -m bench.continual
 
-bench-gate: venv ## Gate benchmark: planted candidates x 40 trials, bad promotions and clear-win adoption (~8 min)
-	$(BIN)/python -m bench.gate
+bench-gate: venv ## Gate benchmark: planted candidates x 100 trials, bad promotions and clear-win adoption, the doubt tier compared (~6 min)
+	$(BIN)/python -m bench.gate --trials 100 --sweep-doubt 0,0.1,0.2,0.3,0.5
 
 bench-estimate: venv ## Label-free accuracy estimate: error per 500-image window, each method, 3 seeds (~15 min)
 	$(BIN)/python -m bench.estimate --seeds 3

@@ -18,7 +18,7 @@ traffic of the same mix (validation/shadow.py, looks every ``judge_every`` image
 each model's accuracy on the other part of each cohort's pool (1,500 images; MNIST: its 10,000
 test digits); live traffic is drawn from the same populations.
 
-  python -m bench.gate [--trials 40 --variants 4]
+  python -m bench.gate [--trials 40 --variants 4] [--sweep-doubt 0,0.3,0.5]
 
 A promotion is bad when, on the truth pools, the promoted model is no better on the objective
 (point estimate), or forgets a slice beyond its allowance by the gate's own test (score test,
@@ -170,33 +170,13 @@ def load_outcomes(path: Path) -> dict:
     return out
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--trials", type=int, default=40, help="trials per case")
-    ap.add_argument("--variants", type=int, default=4, help="independently trained candidates per case")
-    ap.add_argument("--train-images", type=int, default=360, help="new-cohort images a candidate trains on")
-    ap.add_argument("--eval-images", type=int, default=240, help="images in each production evaluation slice")
-    ap.add_argument("--gate", type=Path, default=None, help="gate config (default configs/gate.yaml)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--outcomes", type=Path, default=None,
-                    help="an .npz of every model's per-image outcomes: written after training, read instead of it")
-    ap.add_argument("--out", type=Path, default=RESULTS / "gate.json")
-    args = ap.parse_args(argv)
-
+def evaluate(cfg, scored: dict, args, log=print) -> dict:
+    """Every case over ``args.trials`` trials with the gate config ``cfg``: the decisions and their truth."""
     from validation import stats
-    from validation.gate import Measured, decide, load_gate
+    from validation.gate import Measured, decide
     from validation.objective import traffic_weights
     from validation.shadow import shadow_verdict
 
-    t0 = time.perf_counter()
-    cfg = load_gate(args.gate)
-    if args.outcomes and args.outcomes.exists():
-        scored = load_outcomes(args.outcomes)
-        print(f"per-image outcomes of every model from {args.outcomes}", flush=True)
-    else:
-        scored = score_models(args)
-        if args.outcomes:
-            save_outcomes(scored, args.outcomes)
     champ_out, cases = scored["champion"], scored["cases"]
     slices = list(champ_out["truth"])
     weights = traffic_weights([("v2", 600), ("v3", 600)], cfg.objective)
@@ -272,21 +252,66 @@ def main(argv=None) -> dict:
                                     "drops_beyond_allowance": t_["drops_beyond_allowance"]} for t_ in truth],
                          "trials_detail": trials,
                          "gate_estimate_mean": float(np.mean(ests)), "gate_lower_bound_mean": float(np.mean(lows))}
-        print(f"{case:13s} promote {counts['promote']:2d}  challenger {counts['challenger']:2d} "
+        log(f"{case:13s} promote {counts['promote']:2d}  challenger {counts['challenger']:2d} "
               f"(shadow: promote {counts['shadow_promote']}, retire {counts['shadow_retire']})  reject "
               f"{counts['reject']:2d}  bad {bad}  true objective "
               + ", ".join(f"{t_['objective']:+.4f}" for t_ in truth)
-              + "  true new cohort " + ", ".join(f"{t_['by_slice']['v3']:+.3f}" for t_ in truth), flush=True)
+              + "  true new cohort " + ", ".join(f"{t_['by_slice']['v3']:+.3f}" for t_ in truth))
 
     out = {"bad_promotions": bad_total, "clear_win_adoption": results["clear-win"]["adoption"],
            "strict_bad_promotions": strict_total,
            "cases": results, "trials_per_case": args.trials, "variants": args.variants,
            "eval_images": args.eval_images, "train_images": args.train_images, "weights": weights,
            "champion_truth": {s: float(champ_out["truth"][s].mean()) for s in slices},
-           "gate": json.loads(cfg.model_dump_json()), "seconds": time.perf_counter() - t0}
+           "gate": json.loads(cfg.model_dump_json())}
+    return out
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", type=int, default=40, help="trials per case")
+    ap.add_argument("--variants", type=int, default=4, help="independently trained candidates per case")
+    ap.add_argument("--train-images", type=int, default=360, help="new-cohort images a candidate trains on")
+    ap.add_argument("--eval-images", type=int, default=240, help="images in each production evaluation slice")
+    ap.add_argument("--gate", type=Path, default=None, help="gate config (default configs/gate.yaml)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--outcomes", type=Path, default=None,
+                    help="an .npz of every model's per-image outcomes: written after training, read instead of it")
+    ap.add_argument("--sweep-doubt", default="",
+                    help="comma-separated values of forgetting.doubt to compare as well (writes gate-doubt.json)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "gate.json")
+    args = ap.parse_args(argv)
+
+    from validation.gate import load_gate
+
+    t0 = time.perf_counter()
+    cfg = load_gate(args.gate)
+    if args.outcomes and args.outcomes.exists():
+        scored = load_outcomes(args.outcomes)
+        print(f"per-image outcomes of every model from {args.outcomes}", flush=True)
+    else:
+        scored = score_models(args)
+        if args.outcomes:
+            save_outcomes(scored, args.outcomes)
+    out = evaluate(cfg, scored, args)
+    out["seconds"] = time.perf_counter() - t0
+    if args.sweep_doubt:  # the doubt tier's values over the same outcomes and the same trial draws
+        by = {}
+        for d in args.sweep_doubt.split(","):
+            r = evaluate(cfg.model_copy(update={"forgetting": cfg.forgetting.model_copy(update={"doubt": float(d)})}),
+                         scored, args, log=lambda m: None)
+            by[d] = {"bad_promotions": r["bad_promotions"], "strict_bad_promotions": r["strict_bad_promotions"],
+                     "clear_win_adoption": r["clear_win_adoption"], "clear_win_direct": r["cases"]["clear-win"]["promote"],
+                     "forgetting_promoted": r["cases"]["forgetting"]["adopted"]}
+            print(f"doubt {d}: bad promotions {r['bad_promotions']} (strict {r['strict_bad_promotions']}), clear wins "
+                  f"adopted {r['clear_win_adoption']:.0%}, {by[d]['clear_win_direct']} of them at the gate", flush=True)
+        (args.out.parent / "gate-doubt.json").write_text(json.dumps(
+            {"what": "forgetting.doubt over the same per-image outcomes and trial draws", "trials_per_case": args.trials,
+             "by_doubt": by}, indent=1) + "\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"bad promotions {bad_total} of {args.trials * len(CASES)} trials (strict reading: {strict_total}); "
+    print(f"bad promotions {out['bad_promotions']} of {args.trials * len(CASES)} trials "
+          f"(strict reading: {out['strict_bad_promotions']}); "
           f"clear wins adopted {out['clear_win_adoption']:.0%}")
     return out
 
