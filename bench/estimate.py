@@ -29,6 +29,13 @@ RECENT, RECENT_MIN = 300, 150  # labelled images of recent traffic to refit on, 
 UNSEEN = {"name": "mixed-strokes", "shifts": {"thicken": 1, "slant": 0.3, "elastic": 2.0}}
 
 
+def _shown(path: Path) -> str:
+    """A path as the results file records it: relative to the repository, never this machine's."""
+    root = Path(__file__).resolve().parent.parent
+    p = path.resolve()
+    return str(p.relative_to(root)) if p.is_relative_to(root) else p.name
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=3)
@@ -141,7 +148,7 @@ def main(argv=None) -> dict:
            "windows": rows, "seconds": time.perf_counter() - t0}
     if args.scenario_seeds.exists():  # the same estimate inside the real loop (make bench-scenario)
         sc_res = json.loads(args.scenario_seeds.read_text())
-        out["scenario"] = {"mae_mean": sc_res.get("estimate_mae_mean"), "source": str(args.scenario_seeds),
+        out["scenario"] = {"mae_mean": sc_res.get("estimate_mae_mean"), "source": _shown(args.scenario_seeds),
                            "per_seed": {p["seed"]: p.get("estimate_mae") for p in sc_res.get("per_seed", [])}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")

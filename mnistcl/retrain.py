@@ -64,7 +64,7 @@ def prepare_data(settings, state, gate_cfg, log=_log) -> PreparedData:
     x, y, last = PredictionLog(settings.predictions_db_path).labelled_after(cursor)
     created = False
     if len(y):
-        frac = eval_fraction(len(y), gate_cfg.evidence, gate_cfg.alpha)
+        frac = eval_fraction(len(y), gate_cfg.evidence, gate_cfg.gate_alpha)
         m = ds_store.append(x, y, parent=None, source=f"feedback: {len(y)} labelled production inputs (retrain)",
                             eval_fraction=frac, seed=settings.seed)
         ev = announce_dataset_version(m, settings, origin="retrain")

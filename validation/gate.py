@@ -95,6 +95,9 @@ class GateConfig(BaseModel):
     rules: list[Rule] = Field(default_factory=list)
     promote_to: Literal["champion", "challenger"] = "champion"
     candidates: int = 3  # how many of a sweep's best runs are validated and registered
+    compared: int = Field(default=1, ge=1, description=(
+        "candidates gated at once against one champion (a sweep sets it): the gate's share of the "
+        "error is split among them (Bonferroni), so any one promoted by chance stays within it"))
     robustness_images: int = 2000
     latency_runs: int = 200
 
@@ -106,11 +109,13 @@ class GateConfig(BaseModel):
 
     @property
     def gate_alpha(self) -> float:
-        return self.alpha * self.gate_alpha_share
+        """The one-sided error of one candidate's promotion at the gate."""
+        return self.alpha * self.gate_alpha_share / self.compared
 
     @property
     def shadow_alpha(self) -> float:
-        return self.alpha - self.gate_alpha
+        """What the shadow's looks at the one challenger spend, all together."""
+        return self.alpha * (1.0 - self.gate_alpha_share)
 
 
 def load_gate(path: Path | None = None) -> GateConfig:
@@ -266,7 +271,7 @@ def decide(cfg: GateConfig, cand: Measured, champ: Measured, weights: dict[str, 
     not better is promoted with probability at most alpha in all). "Forgets": a slice's drop shown
     beyond its allowance at alpha (a score test, Holm-adjusted over the slices); "doubtful": the data
     lean toward a drop beyond the allowance (unadjusted p below ``forgetting.doubt``), which turns a
-    promotion into a challenger: the shadow's live traffic settles it. Intervals are
+    promotion into a challenger: its accuracy on labelled live traffic settles it. Intervals are
     two-sided at 1 - 2 gate_alpha: each end is the one-sided bound the verdict uses."""
     alpha, level = cfg.alpha, 1 - 2 * cfg.gate_alpha
     names = [s for s in cand.correct if s in champ.correct]

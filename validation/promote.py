@@ -129,6 +129,8 @@ def validate_register_promote(settings, summary: dict, *, gate_path: Path | None
     inputs = gate_inputs(settings, summary["dataset"], cfg) if done else None
     champion_cache: dict = {}
     gate_reports = {}
+    # The best of several is promoted: each is gated at the gate's share over their number.
+    cfg = cfg.model_copy(update={"compared": max(len(done), 1)})
     for row in done:
         e = exps.get(row["id"]).row
         rep, files = validate_candidate(settings, cfg, Path(e["onnx_path"]), summary["dataset"],

@@ -69,7 +69,15 @@ def shadow_verdict(cfg: GateConfig, p: stats.Paired, look: int) -> dict[str, Any
     """The pure judgement of look number ``look`` on the paired outcomes ``p`` (challenger as the
     candidate): promote, retire or wait, with the estimate, interval and test."""
     looks_max = math.ceil(cfg.shadow.max_images / cfg.shadow.judge_every)
-    final = p.n >= cfg.shadow.max_images or look >= looks_max
+    final = p.n >= cfg.shadow.max_images
+    if not final and look >= looks_max:  # forced looks have spent the interim budget: wait for the last
+        return {"n": p.n, "look": look, "looks_max": looks_max, "alpha_per_look": 0.0, "verdict": "wait",
+                "challenger_accuracy": p.candidate_accuracy, "champion_accuracy": p.champion_accuracy,
+                "estimate": p.diff, "interval": [-1.0, 1.0], "interval_level": 1.0,
+                "p_better": stats.mcnemar_exact(p.b, p.c, "greater"), "only_challenger_right": p.b,
+                "only_champion_right": p.c, "test": "none: no error left to spend before the last look",
+                "why": f"the {looks_max - 1} interim looks are spent; the last look waits for "
+                       f"{cfg.shadow.max_images} labelled images ({p.n} so far)"}
     alpha = look_alpha(cfg, look, final)
     lo, hi = stats.score_interval(p, 1 - 2 * alpha)
     out = {"n": p.n, "look": look, "looks_max": looks_max, "alpha_per_look": alpha,
