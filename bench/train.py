@@ -8,7 +8,7 @@
 2. A pruned grid against the full grid: the same grid with and without the median pruner,
    in the same run; total CPU seconds and the best model's validation accuracy.
 
-  python -m bench.train --profile full     # the numbers in the README (minutes)
+  python -m bench.train --profile full     # the numbers in docs/benchmarks.md (minutes)
   python -m bench.train --profile quick    # a smoke run of the same code (seconds)
 """
 
