@@ -57,6 +57,10 @@ class ForgettingConfig(BaseModel):
         "a promotion at the gate needs every slice's p-value of 'the drop exceeds the allowance' above this; "
         "a slice below it (the data lean toward such a drop without showing it) makes a better candidate the "
         "challenger, whose shadow gathers the evidence; 0 turns the tier off"))
+    overwhelming: float = Field(default=0.001, gt=0.0, lt=0.5, description=(
+        "a candidate better on the objective at this p-value is promoted despite a likely drop: the drop is "
+        "priced into the objective by its slice's weight, and the win is too sure to wait (the shadow's "
+        "interim level)"))
 
     def for_slice(self, name: str) -> float:
         return self.per_slice.get(name, self.allowance)
@@ -298,7 +302,8 @@ def decide(cfg: GateConfig, cand: Measured, champ: Measured, weights: dict[str, 
                  "champion": float(sum(wi * pairs[s].champion_accuracy for s, wi in zip(names, w, strict=True))),
                  "weights": dict(zip(names, w, strict=True))}
     forgets = [r for r in rows if r["forgets"]]
-    doubtful = [r for r in rows if r["doubtful"]]
+    # A likely drop holds back a win that is only just shown, not an overwhelming one.
+    doubtful = [r for r in rows if r["doubtful"]] if p_better >= cfg.forgetting.overwhelming else []
     if forgets:
         verdict = "reject"
         why = "forgets " + ", ".join(f"{r['slice']} (drop {-r['difference']:.2%} > {r['allowance']:.2%}, "
