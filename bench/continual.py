@@ -11,7 +11,7 @@ then after each cohort:
   finetune-replay   ... on the new digits plus twice as many replayed older ones, drawn uniformly
                     from everything seen so far (nearly all MNIST)
   finetune-replay-slice    ... replay drawn evenly from every earlier slice: MNIST and each cohort
-                    (the pipeline's default, REPLAY_BY in mnistcl/retrain.py)
+                    (the pipeline's default, REPLAY_BY in retraining/retrain.py)
   finetune-replay-distill  ... the same, plus distillation from the previous model on the replayed
                     digits (its probabilities as soft targets, DER++-style; weight --distill)
   full (joint)      a new model from scratch on MNIST plus every cohort's labelled digits so far
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
-# What the pipeline uses (mnistcl/retrain.py REPLAY_BY = "slice"): every strategy is compared with it.
+# What the pipeline uses (retraining/retrain.py REPLAY_BY = "slice"): every strategy is compared with it.
 CHOSEN = "finetune-replay-slice"
 STRATEGIES = ("static", "finetune", "finetune-replay", "finetune-replay-slice", "finetune-replay-distill", "full")
 
@@ -57,7 +57,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", type=Path, default=RESULTS / "continual.json")
     args = ap.parse_args(argv)
     if args.epochs is None:
-        from mnistcl.retrain import FINETUNE_EPOCHS
+        from retraining.retrain import FINETUNE_EPOCHS
 
         args.epochs = FINETUNE_EPOCHS
     runs = [run_seed(args, seed) for seed in range(args.seeds)]
@@ -90,9 +90,9 @@ def main(argv=None) -> dict:
 def run_seed(args, seed: int) -> dict:
     import models.torchnet as tn
     from mnistcl.datasets import find_mnist_csvs, read_mnist_csv
-    from mnistcl.retrain import balanced_counts
-    from mnistcl.scenario import Cohorts, cl_metrics, load_scenario
     from models.common import NullReporter, TrainData
+    from retraining.retrain import balanced_counts
+    from scenario.simulator import Cohorts, cl_metrics, load_scenario
     from validation.gate import eval_fraction, load_gate
 
     sc = load_scenario(args.scenario, seed=seed)

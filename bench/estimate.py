@@ -48,11 +48,11 @@ def main(argv=None) -> dict:
 
     import models.torchnet as tn
     from mnistcl.datasets import find_mnist_csvs, read_mnist_csv
-    from mnistcl.scenario import Cohort, Cohorts, load_scenario
     from models.common import NullReporter, TrainData
     from monitoring import estimate as E
     from monitoring.drift import DriftConfig, check_drift
     from monitoring.features import features
+    from scenario.simulator import Cohort, Cohorts, load_scenario
     from validation.gate import Measured, fit_estimators
     from validation.objective import ObjectiveConfig, traffic_weights
 

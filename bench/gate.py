@@ -49,9 +49,9 @@ def score_models(args) -> dict:
     """Train the champion and every planted candidate; per-image outcomes on every pool."""
     import models.torchnet as tn
     from mnistcl.datasets import find_mnist_csvs, read_mnist_csv
-    from mnistcl.retrain import balanced_counts
     from mnistcl.shifts import apply
     from models.common import NullReporter, TrainData
+    from retraining.retrain import balanced_counts
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(args.seed)

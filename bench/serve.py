@@ -25,8 +25,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from mnistcl import serve as launch
-from mnistcl.serve import free_port
+from deployment import serve as launch
+from deployment.serve import free_port
 from serving.loadgen import drive
 
 ROOT = Path(__file__).resolve().parent.parent

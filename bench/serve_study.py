@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.serve import load, raw_onnx
-from mnistcl.serve import free_port
+from deployment.serve import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
@@ -80,7 +80,7 @@ def breakdown(onnx_path: Path, x: np.ndarray, work: Path, reps: int = 200) -> di
 
 
 def grpc_load(target: str, x: np.ndarray, seconds: float, concurrency: int, work: Path) -> dict:
-    from mnistcl.serve import SERVE_PYTHON
+    from deployment.serve import SERVE_PYTHON
 
     np.save(work / "x.npy", x)
     out = subprocess.run([str(SERVE_PYTHON), "-m", "serving.grpc_client", target, "load", str(work / "x.npy"),
@@ -99,7 +99,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", type=Path, default=RESULTS / "serve-study.json")
     args = ap.parse_args(argv)
 
-    from mnistcl import serve as launch
+    from deployment import serve as launch
     from mnistcl.datasets import find_mnist_csvs, read_mnist_csv
     from mnistcl.registry import Registry
     from mnistcl.storage import LocalStorage

@@ -26,8 +26,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", type=Path, default=RESULTS / "unseen.json")
     args = ap.parse_args(argv)
 
-    from mnistcl.scenario import Cohort, load_scenario, run_scenario
     from mnistcl.settings import load_settings
+    from scenario.simulator import Cohort, load_scenario, run_scenario
 
     settings = load_settings()
     sc = load_scenario(None)

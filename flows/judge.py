@@ -11,15 +11,15 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from mnistcl.settings import load_settings
+from validation.gate import load_gate
+from validation.shadow import judge_challenger, to_markdown
+
 
 @flow(name="judge", log_prints=True)
 def judge(reason: str = "manual", force: bool = False, config: str | None = None) -> dict:
     """Judge the current challenger against the champion on the labelled traffic both scored."""
     import json
-
-    from mnistcl.settings import load_settings
-    from validation.gate import load_gate
-    from validation.shadow import judge_challenger, to_markdown
 
     settings = load_settings(config)
     result = judge_challenger(settings, load_gate(), force=force)

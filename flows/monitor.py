@@ -11,16 +11,16 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
+from mnistcl.settings import load_settings
+from monitoring.check import run_check, to_markdown
+from validation.gate import load_gate
+from validation.shadow import announce_evidence
+
 
 @flow(name="monitor", log_prints=True)
 def monitor(config: str | None = None) -> dict:
     """Check the next window; publish the check report and the Evidently drift report as artifacts."""
     from pathlib import Path
-
-    from mnistcl.settings import load_settings
-    from monitoring.check import run_check, to_markdown
-    from validation.gate import load_gate
-    from validation.shadow import announce_evidence
 
     settings = load_settings(config)
     res = run_check(settings)

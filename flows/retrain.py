@@ -1,4 +1,4 @@
-"""The retraining flow: feedback -> dataset version -> train -> gate -> promote (mnistcl.retrain).
+"""The retraining flow: feedback -> dataset version -> train -> gate -> promote (retraining.retrain).
 
 Deployed in prefect.yaml (deployment ``retrain``) with triggers on the events
 ``mnistcl.drift.detected``, ``mnistcl.confidence.low``, ``mnistcl.accuracy.low`` and
@@ -12,6 +12,11 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from flows.train import run_automl  # the automl strategy's sweep: a subflow of this one
+from mnistcl.settings import load_settings
+from monitoring.rules import load_config
+from retraining.retrain import retrain as run
+
 
 @flow(name="retrain", log_prints=True)
 def retrain(strategy: str | None = None, reason: str = "manual", force: bool = False, epochs: int | None = None,
@@ -20,13 +25,10 @@ def retrain(strategy: str | None = None, reason: str = "manual", force: bool = F
     automl; default from configs/monitoring.yaml), validate against the champion, promote if it passes."""
     from pathlib import Path
 
-    from mnistcl.retrain import retrain as run
-    from mnistcl.settings import load_settings
-    from monitoring.rules import load_config
-
     settings = load_settings(config)
     strategy = strategy or load_config(settings.monitoring_config or None).trigger.strategy
-    result = run(settings, strategy=strategy, reason=reason, force=force, epochs=epochs, replay=replay)
+    result = run(settings, strategy=strategy, reason=reason, force=force, epochs=epochs, replay=replay,
+                 sweep=lambda dataset: run_automl(profile="quick", dataset=dataset, show_progress=False))
     logger = get_run_logger()
     logger.info("retrain %s: %s", strategy, result["status"])
     gate = result.get("gate") or {}

@@ -13,7 +13,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from mnistcl.settings import load_settings
 from models.automl import WorkerPool, default_concurrency, plan_sweep, summarise, write_summary
+from validation.promote import validate_register_promote
 
 
 @task(name="train-experiment", task_run_name="experiment-{exp_id}", retries=0)
@@ -49,8 +51,6 @@ def automl(
 
     ``gate``: "default" (configs/gate.yaml), a path to another gate file, or "skip".
     """
-    from mnistcl.settings import load_settings
-
     global _POOL
     settings = load_settings(config)
     plan = plan_sweep(settings, profile_name=profile, families=families, params=params,
@@ -90,8 +90,6 @@ def automl(
 def validate_and_promote(settings, summary: dict, gate_path: str | None) -> dict:
     """The validation gate over the sweep's best runs, then the registry and the alias move."""
     from pathlib import Path
-
-    from validation.promote import validate_register_promote
 
     result = validate_register_promote(settings, summary, gate_path=Path(gate_path) if gate_path else None)
     logger = get_run_logger()

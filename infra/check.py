@@ -135,7 +135,7 @@ def check_manifests(out_dir: Path | None = None) -> dict:
     import kubernetes_validate
 
     sys.path.insert(0, str(ROOT))
-    from mnistcl.deploy import check_seldon_deployment
+    from deployment.deploy import check_seldon_deployment
 
     report = {}
     for overlay in OVERLAYS:

@@ -29,7 +29,15 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from mnistcl.images import IMAGE_SHAPE, N_PIXELS, ImageError, as_labels, as_uint8_images, decode_png
+from mnistcl.images import (
+    IMAGE_SHAPE,
+    N_PIXELS,
+    ImageError,
+    as_labels,
+    as_uint8_images,
+    decode_png,
+    image_hashes,
+)
 from mnistcl.storage import AlreadyExists, NotFound, Storage
 
 MANIFEST_SCHEMA = 1
@@ -79,7 +87,6 @@ class Manifest(BaseModel):
 @dataclass
 class Dataset:
     """A loaded version: the training pool and the evaluation slices."""
-
     manifest: Manifest
     train_x: np.ndarray
     train_y: np.ndarray
@@ -116,7 +123,6 @@ _ID_RE = re.compile(r"^v(\d+)$")
 
 class DatasetStore:
     """Create, list, load and verify dataset versions in one storage backend."""
-
     def __init__(self, storage: Storage):
         self.storage = storage
 
@@ -408,7 +414,6 @@ def read_mnist_csv(path: Path, split: str | None = None) -> tuple[np.ndarray, np
 
 
 def check_no_leakage(train_x: np.ndarray, test_x: np.ndarray) -> None:
-    from mnistcl.images import image_hashes
 
     overlap = set(image_hashes(train_x)) & set(image_hashes(test_x))
     if overlap:

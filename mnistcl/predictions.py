@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from mnistcl.images import ImageError
+from mnistcl.predlog import PredictionLog, is_postgres
 
 
 def read_predictions(db: str | Path, *, since: float = 0.0, labelled_only: bool = False) -> list[dict]:
-    from mnistcl.predlog import PredictionLog, is_postgres
 
     if not is_postgres(db) and not Path(db).exists():
         raise ImageError(f"no prediction log at {db}: start the server (`mnistcl serve`) and send predictions")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mnistcl.onnx_utils import normalise_io
 from models.common import EpochLog, Reporter, TrainClock, TrainData, TrainOutcome, to_float
 
 
@@ -18,7 +19,6 @@ def checkpoint_steps(steps_per_epoch: int, per_epoch: int) -> set[int]:
 
 class KerasModel:
     """A trained Keras model behind the family-independent API in models.common."""
-
     def __init__(self, family: str, model, outcome: TrainOutcome):
         self.family = family
         self.model = model
@@ -32,7 +32,6 @@ class KerasModel:
         return int(self.model.count_params())
 
     def export(self, directory: Path) -> dict[str, Path]:
-        from mnistcl.onnx_utils import normalise_io
 
         directory.mkdir(parents=True, exist_ok=True)
         native = directory / "model.keras"

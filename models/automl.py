@@ -17,6 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mnistcl.datasets import DatasetStore
+from mnistcl.experiments import ExperimentStore
+from mnistcl.storage import open_storage
 from models.search import (
     ExperimentSpec,
     Profile,
@@ -25,6 +28,7 @@ from models.search import (
     parse_overrides,
     profile,
 )
+from models.train import init_worker, run_in_worker
 
 
 @dataclass
@@ -49,10 +53,6 @@ def plan_sweep(settings, *, profile_name: str = "quick", families: list[str] | N
 
     Raises ParamError / DatasetError before any training starts.
     """
-    from mnistcl.datasets import DatasetStore
-    from mnistcl.experiments import ExperimentStore
-    from mnistcl.storage import open_storage
-
     space = load_search_space(search_space)
     prof = profile(space, profile_name)
     if train_images is not None:
@@ -94,11 +94,8 @@ class WorkerPool:
     Each worker gets cores // concurrency threads. Progress from the workers arrives on a
     queue and is drawn as one bar per experiment with its current loss.
     """
-
     def __init__(self, concurrency: int, *, show_progress: bool = True, labels: dict[int, str] | None = None):
         import multiprocessing as mp
-
-        from models.train import init_worker
 
         self.concurrency = concurrency
         threads = max(1, (os.cpu_count() or 1) // concurrency)
@@ -138,7 +135,6 @@ class WorkerPool:
                 progress.update(bars[i], completed=msg["step"], total=msg["total"], loss=msg["loss"])
 
     def submit(self, payload: str):
-        from models.train import run_in_worker
 
         return self.pool.submit(run_in_worker, payload, self.queue)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from models._keras import train_family
 from models.common import Reporter, TrainData, positive
 
 FAMILY = "convnet"
@@ -45,6 +46,5 @@ def build(config: Config):
 
 
 def train(data: TrainData, config: Config, reporter: Reporter, checkpoints_per_epoch: int = 4):
-    from models._keras import train_family
 
     return train_family(FAMILY, build(config), data, config, reporter, checkpoints_per_epoch)

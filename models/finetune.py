@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from models import _keras, torchnet
 from models.common import Reporter, TrainData
 
 
@@ -17,13 +18,11 @@ def finetune(family: str, native_path: Path, config: dict, data: TrainData, repo
              epochs: int = 5, lr_scale: float = 0.5, seed: int = 0):
     """A new model (with .export()) trained from ``native_path``'s weights on ``data``."""
     if family == "torchnet":
-        from models import torchnet
 
         base = torchnet.load_native(Path(native_path))
         cfg = replace(base.config, epochs=epochs, learning_rate=base.config.learning_rate * lr_scale, seed=seed)
         return torchnet.train(data, cfg, reporter, init=base.net.state_dict())
     if family in ("convnet", "vgg"):
-        from models import _keras
 
         model = _keras.load_native(Path(native_path))
         lr = float(config.get("learning_rate", 1e-3)) * lr_scale

@@ -16,6 +16,8 @@ from typing import Literal
 
 import numpy as np
 
+from mnistcl.onnx_utils import normalise_io
+from models._keras import checkpoint_steps
 from models.common import (
     EpochLog,
     Reporter,
@@ -83,7 +85,6 @@ def build(config: Config):
 
 class _Probs:
     """Wraps the logits net so ONNX and predict() return probabilities (the shared contract)."""
-
     @staticmethod
     def wrap(net):
         import torch
@@ -123,8 +124,6 @@ class TorchModel:
     def export(self, directory: Path) -> dict[str, Path]:
         import torch
         from safetensors.torch import save_file
-
-        from mnistcl.onnx_utils import normalise_io
 
         directory.mkdir(parents=True, exist_ok=True)
         native = directory / "model.safetensors"
@@ -178,8 +177,6 @@ def train(data: TrainData, config: Config, reporter: Reporter, checkpoints_per_e
     ``distill_temperature`` (knowledge distillation on replayed images, as DER++ does)."""
     import torch
     from torch import nn
-
-    from models._keras import checkpoint_steps
 
     torch.manual_seed(config.seed)
     device = training_device()

@@ -14,6 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from mnistcl.datasets import DatasetStore
+from mnistcl.experiments import ExperimentStore
+from mnistcl.onnx_utils import macs_per_image
+from mnistcl.storage import open_storage
+from mnistcl.tracking import Tracker
 from models.common import EpochLog, TrainData
 from models.search import ExperimentSpec, Profile, family_module
 
@@ -52,7 +57,6 @@ def prepare_data(train_x: np.ndarray, train_y: np.ndarray, profile: Profile, see
 
 class _Reporter:
     """Forwards progress to the caller, checkpoints to W&B and the pruner."""
-
     def __init__(self, exp_id: int, tracker, trial, progress_cb, min_interval: float = 0.25):
         self.exp_id = exp_id
         self.tracker = tracker
@@ -119,10 +123,6 @@ def run_experiment(
     progress_cb=None,
 ) -> ExperimentResult:
     import psutil
-
-    from mnistcl.experiments import ExperimentStore
-    from mnistcl.onnx_utils import macs_per_image
-    from mnistcl.tracking import Tracker
 
     store = ExperimentStore(experiments_db)
     mod = family_module(spec.family)
@@ -233,8 +233,6 @@ def run_in_worker(spec_json: str, queue=None) -> dict:
     args = json.loads(spec_json)
     spec = ExperimentSpec(**args.pop("spec"))
     profile = Profile(**args.pop("profile"))
-    from mnistcl.datasets import DatasetStore
-    from mnistcl.storage import open_storage
 
     ds = DatasetStore(open_storage(args.pop("store_url"), s3_endpoint_url=args.pop("s3_endpoint_url"))).load(
         args["dataset_version"])

@@ -31,6 +31,9 @@ import numpy as np
 import pandas as pd
 
 from mnistcl.events import announce
+from mnistcl.predlog import PredictionLog
+from mnistcl.registry import RegistryError
+from mnistcl.stores import stores
 from monitoring import alerts
 from monitoring.drift import DriftResult, check_drift
 from monitoring.estimate import Estimator, recalibrated
@@ -80,7 +83,6 @@ class CheckResult:
 @dataclass
 class Reference:
     """One drift reference: features of a sample of one part of the champion's training data."""
-
     name: str              # the dataset version that holds the images
     frame: pd.DataFrame
 
@@ -108,9 +110,6 @@ def reference_features(settings, cfg: MonitoringConfig) -> tuple[list[Reference]
     """The drift references for the champion's dataset version: a fixed sample of its root (MNIST),
     then its last ``cfg.reference_batches`` labelled production batches, newest first (each one
     ``MIN_BATCH_IMAGES`` training images or more). Features are cached per version."""
-    from mnistcl.registry import RegistryError
-    from mnistcl.stores import stores
-
     ds_store, reg = stores(settings)
     try:
         dataset = reg.get(reg.resolve("champion")).dataset
@@ -158,9 +157,6 @@ def window_estimate(settings, cfg: MonitoringConfig, plog, probs: np.ndarray, ve
     the model version that answered it (a hot swap can split a window). The champion's estimator
     is refitted on its latest labelled traffic when this window does not drift from that traffic;
     a window of novel handwriting keeps the fit on the champion's validation data."""
-    from mnistcl.registry import RegistryError
-    from mnistcl.stores import stores
-
     _, reg = stores(settings)
     try:
         champion = reg.resolve("champion")
@@ -209,7 +205,6 @@ def evaluate_window(cfg: MonitoringConfig, images: np.ndarray, confidence: np.nd
 
 
 def run_check(settings, cfg: MonitoringConfig | None = None, *, notify: bool = True) -> CheckResult:
-    from mnistcl.predlog import PredictionLog
 
     cfg = cfg or load_config(settings.monitoring_config or None)
     state = MonitorState(settings.monitoring_dir)

@@ -17,6 +17,8 @@ import sys
 
 import numpy as np
 
+from serving.loadgen import drive
+
 
 def message(images: np.ndarray):
     from seldon_core.proto import prediction_pb2
@@ -44,8 +46,6 @@ def to_json(msg) -> dict:
 
 def load(target: str, images: np.ndarray, seconds: float, concurrency: int) -> dict:
     import grpc
-
-    from serving.loadgen import drive
 
     msg = message(images)
 

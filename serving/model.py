@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from mnistcl.predlog import PredictionLog
+from mnistcl.registry import Registry
+from mnistcl.storage import open_storage
 from serving.payload import PayloadError, parse
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,6 @@ class LoadedModel:
 
 class MnistModel:
     """Seldon's Python wrapper calls predict_raw / send_feedback_raw / health_status / metrics."""
-
     def __init__(self):
         self.store_url = os.environ.get("MNISTCL_STORE_URL", "")
         self.alias = os.environ.get("MNISTCL_SERVE_ALIAS", "champion")
@@ -68,8 +69,6 @@ class MnistModel:
 
     # ---------------------------------------------------------------- lifecycle
     def _registry(self):
-        from mnistcl.registry import Registry
-        from mnistcl.storage import open_storage
 
         if not self.store_url:
             raise RuntimeError("MNISTCL_STORE_URL is not set: the server needs the model registry")

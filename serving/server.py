@@ -18,6 +18,8 @@ import multiprocessing as mp
 import os
 from functools import partial
 
+from serving.model import MnistModel
+
 
 def _json_errors(app, max_bytes: int) -> None:
     """Every client error is a 400 with a JSON message naming the problem (never a 500)."""
@@ -56,8 +58,6 @@ def run_grpc(host: str, port: int, threads: int, seldon_metrics, max_bytes: int)
     """The wrapper's gRPC server (get_grpc_server) for a fresh MnistModel, bound to host:port."""
     from seldon_core.wrapper import get_grpc_server
 
-    from serving.model import MnistModel
-
     user_object = MnistModel()
     user_object.seldon_metrics = seldon_metrics
     user_object.load()
@@ -89,7 +89,6 @@ def main(argv=None) -> None:
         worker_exit,
     )
 
-    from serving.model import MnistModel
 
     user_object = MnistModel()
     app, metrics_app, seldon_metrics = build_apps(user_object, args.max_bytes)

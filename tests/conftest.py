@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from deployment.serve import free_port  # noqa: F401 - re-exported for the tests
 from mnistcl.datasets import find_mnist_csvs
-from mnistcl.serve import free_port  # noqa: F401 - re-exported for the tests
 from mnistcl.settings import Settings
 
 
@@ -107,7 +107,7 @@ def smtp_server():
     """A real SMTP server (aiosmtpd) on 127.0.0.1; ``.messages`` holds what it received."""
     from aiosmtpd.controller import Controller
 
-    from mnistcl.serve import free_port
+    from deployment.serve import free_port
 
     sink = _SmtpSink()
     ctl = Controller(sink, hostname="127.0.0.1", port=free_port())
@@ -123,7 +123,7 @@ def pushgateway(tmp_path):
     import shutil
     import subprocess
 
-    from mnistcl.serve import wait_http_ok
+    from deployment.serve import wait_http_ok
 
     binary = shutil.which("prometheus-pushgateway")
     if not binary:

@@ -31,7 +31,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from mnistcl.onnx_utils import macs_per_image, param_count
 from mnistcl.settings import read_yaml
+from mnistcl.shifts import apply
+from monitoring.estimate import METHODS, fit
 from validation import stats
 from validation.objective import ObjectiveConfig
 
@@ -41,7 +44,6 @@ VERDICTS = ("promote", "challenger", "reject")
 
 class Rule(BaseModel):
     """A guard: an absolute bound on one metric, or (``relative``) on its change from the champion."""
-
     name: str
     metric: str  # a dotted path into the metrics, e.g. accuracy.mnist-test, speed.p99_ms
     threshold: float
@@ -69,7 +71,6 @@ class ForgettingConfig(BaseModel):
 class EvidenceConfig(BaseModel):
     """How much of a new labelled batch is held out for evaluation (never trained on): enough for
     a paired test to see a gain of ``detect`` with ``power``, within the fraction bounds."""
-
     detect: float = Field(default=0.03, gt=0.0, lt=1.0)
     discordance: float = Field(default=0.08, gt=0.0, le=1.0)
     power: float = Field(default=0.8, gt=0.0, lt=1.0)
@@ -79,7 +80,6 @@ class EvidenceConfig(BaseModel):
 
 class ShadowConfig(BaseModel):
     """The challenger's judgement on labelled live traffic (validation/shadow.py)."""
-
     judge_every: int = Field(default=200, gt=0, description="new labelled shadow images between judgements")
     max_images: int = Field(default=2000, gt=0, description="retire a challenger that has shown no win by then")
     interim_alpha: float = Field(default=0.001, gt=0.0, lt=0.5,
@@ -160,7 +160,6 @@ class OnnxModel:
 @dataclass
 class Measured:
     """One model on the gate's slices: the JSON metrics, and per image what the decision pairs."""
-
     metrics: dict
     correct: dict[str, np.ndarray] = field(default_factory=dict)  # slice -> prediction right, per image
     probs: dict[str, np.ndarray] = field(default_factory=dict)    # slice -> (n, 10) probabilities
@@ -190,8 +189,6 @@ ROBUSTNESS_SHIFTS = {"rotation_12deg": {"rotate": 12}, "noise_0.15": {"noise": 0
 
 def robustness_shifts(x: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
     """Mild, label-preserving shifts (mnistcl.shifts): small rotation, pixel noise, thicker strokes."""
-    from mnistcl.shifts import apply
-
     return {name: np.rint(apply(x, shift, np.random.default_rng(seed)) * 255).astype(np.uint8)
             for name, shift in ROBUSTNESS_SHIFTS.items()}
 
@@ -223,8 +220,6 @@ def speed(models: dict[str, OnnxModel], runs: int = 200, batch: int = 256) -> di
 
 def measure(model: OnnxModel, slices: dict[str, tuple[np.ndarray, np.ndarray]], *, robustness_images: int) -> Measured:
     """Accuracy per slice and class, per-image outcomes, robustness, calibration, size, complexity."""
-    from mnistcl.onnx_utils import macs_per_image, param_count
-
     out: dict[str, Any] = {"accuracy": {}, "per_class": {}, "slices": {}}
     m = Measured(out)
     for name, (x, y) in slices.items():
@@ -256,8 +251,6 @@ def fit_estimators(m: Measured, slices: dict[str, tuple[np.ndarray, np.ndarray]]
     """The label-free accuracy estimators (monitoring/estimate.py) fitted on this model's outputs
     on the slices, each image weighted by its slice's share of the objective: the monitor applies
     them to unlabelled windows once this model serves."""
-    from monitoring.estimate import METHODS, fit
-
     names = [s for s in slices if s in m.probs and len(slices[s][1])]
     probs = np.concatenate([m.probs[s] for s in names])
     y = np.concatenate([slices[s][1] for s in names])

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mnistcl.experiments import ExperimentStore
 from mnistcl.registry import Registry, RegistryError
 from mnistcl.stores import stores
 from validation.gate import GateConfig, GateReport, load_gate, report_files, validate
@@ -118,8 +119,6 @@ def _rank(r: dict) -> tuple:
 def validate_register_promote(settings, summary: dict, *, gate_path: Path | None = None) -> dict[str, Any]:
     """Validate the sweep's best ``cfg.candidates`` runs, register each, then act on the best verdict:
     the best promotable run by the objective becomes champion; failing that, the best challenger."""
-    from mnistcl.experiments import ExperimentStore
-
     cfg = load_gate(gate_path)
     _, reg = stores(settings)
     exps = ExperimentStore(settings.experiments_db_path)

@@ -16,7 +16,12 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /opt/mnist-continual
 COPY pyproject.toml README.md ./
 COPY mnistcl mnistcl
+COPY cli cli
 COPY models models
+COPY validation validation
+COPY retraining retraining
+COPY deployment deployment
+COPY scenario scenario
 COPY flows flows
 COPY monitoring monitoring
 COPY serving serving

@@ -40,8 +40,8 @@ def home(tmp_path, monkeypatch, small_store):
 def test_flow_end_to_end(prefect_server, home, tmp_path):
     import asyncio
 
+    from cli import app
     from flows.train import run_automl
-    from mnistcl.cli import app
 
     summary = run_automl(concurrency=2, profile="tiny", search_space=str(tmp_path / "space.yaml"),
                          show_progress=False)

@@ -25,10 +25,10 @@ def need(binary: str):
 
 
 def test_generated_kubernetes_files_match_their_sources():
-    from mnistcl import k8s
+    from deployment import k8s
 
     stale = [str(p.relative_to(ROOT)) for p, text in k8s.generated().items() if not p.exists() or p.read_text() != text]
-    assert not stale, f"run `python -m mnistcl.k8s`; stale: {stale}"
+    assert not stale, f"run `python -m deployment.k8s`; stale: {stale}"
     rule = yaml.safe_load((ROOT / "infra/k8s/base/prometheusrule.yaml").read_text())
     assert rule["spec"]["groups"] == yaml.safe_load((ROOT / "monitoring/prometheus/rules.yml").read_text())["groups"]
 
@@ -79,7 +79,7 @@ def test_flow_jobs_get_the_model_pods_registry_and_the_pushgateway(tmp_path):
     registry as the model server, the Pushgateway Terraform installs, and the prediction log from
     the Secret the model server reads it from."""
     need("kubectl")
-    from mnistcl.orchestrate import SECRETS, SETTINGS_CONFIGMAP, gpu_job_template
+    from deployment.orchestrate import SECRETS, SETTINGS_CONFIGMAP, gpu_job_template
 
     container = gpu_job_template()["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
     assert container["envFrom"] == [{"configMapRef": {"name": SETTINGS_CONFIGMAP}}, {"secretRef": {"name": SECRETS}}]

@@ -132,7 +132,7 @@ def test_drift_triggers_once_then_retraining_from_feedback_promotes(champion_hom
 
     lock = RetrainLock(s.monitoring_dir)
     lock.acquire("another retraining")
-    from mnistcl.retrain import retrain
+    from retraining.retrain import retrain
     assert retrain(s, reason="while busy")["status"] == "skipped"
     lock.release()
 
@@ -175,7 +175,7 @@ def test_forgetting_candidate_is_refused_through_the_real_retraining(champion_ho
     """Feedback of inverted digits, fine-tuned on without replay: far better on the newest slice,
     confidently worse on MNIST. The retraining registers it, the gate refuses it by the forgetting
     test (not by noise), and the champion stays."""
-    from mnistcl.retrain import retrain
+    from retraining.retrain import retrain
 
     s, onnx = champion_home
     x, y = held_out(mnist_medium, 600, 11)

@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from mnistcl import orchestrate as orch
-from mnistcl import serve as launch
+from deployment import orchestrate as orch
+from deployment import serve as launch
+from deployment.serve import free_port
 from mnistcl.events import announce
-from mnistcl.serve import free_port
 from monitoring.alertmanager import render
 from monitoring.relay import make_server
 
@@ -125,9 +125,12 @@ def test_event_creates_a_retrain_run_that_a_worker_executes(prefect, tmp_path, m
                  labels={"mnistcl.origin": "retrain"})
         announce("mnistcl.dataset.updated", "mnistcl.dataset.v8", {"version": "v8"}, prefect_api=api,
                  labels={"mnistcl.origin": "user"})
-        reasons = wait_for(lambda: [r["parameters"]["reason"] for r in orch.flow_runs(api, "retrain/retrain")
-                                    if "dataset.updated" in r["parameters"].get("reason", "")] or None)
-        time.sleep(3)
+        v8 = wait_for(lambda: next((r for r in orch.flow_runs(api, "retrain/retrain")
+                                    if r["parameters"].get("reason", "").endswith("v8")), None))
+        assert v8, "no flow run for the user's dataset version"
+        # The v7 event was posted first: once the v8 run has finished, a run for v7 would exist.
+        assert wait_for(lambda: httpx.get(f"{api}/flow_runs/{v8['id']}", timeout=10).json()["state_type"]
+                        in ("COMPLETED", "FAILED", "CRASHED"), timeout=240, every=2)
         reasons = [r["parameters"]["reason"] for r in orch.flow_runs(api, "retrain/retrain")
                    if "dataset.updated" in r["parameters"].get("reason", "")]
         assert reasons == ["mnistcl.dataset.updated: v8"], reasons

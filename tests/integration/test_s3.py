@@ -73,7 +73,7 @@ def test_s3_corruption_and_exclusive_manifest(s3_env, mnist_small):
 
 
 def test_cli_against_s3(s3_env, monkeypatch, tmp_path, mnist_small):
-    from mnistcl.cli import app
+    from cli import app
 
     _, bucket, endpoint = s3_env
     monkeypatch.setenv("MNISTCL_STORAGE_URL", f"s3://{bucket}/cli")

@@ -18,10 +18,10 @@ import httpx
 import numpy as np
 import pytest
 
-from mnistcl import serve as launch
+from deployment import serve as launch
+from deployment.serve import free_port
 from mnistcl.images import encode_png
 from mnistcl.registry import Registry
-from mnistcl.serve import free_port
 from mnistcl.storage import LocalStorage
 from models.common import NullReporter, TrainData
 
@@ -244,7 +244,9 @@ def test_hot_swap_under_load(server, registry, mnist_small):
     assert errors == []
     assert "m1" in seen and seen[-1] == "m2"
     first_m2 = seen.index("m2")
-    assert all(v == "m2" for v in seen[first_m2 + 20 :]), "after the swap the old model must not come back"
+    after = seen[first_m2 + 20 :]
+    assert len(after) >= 10, f"only {len(after)} answers after the swap settled: nothing to check"
+    assert all(v == "m2" for v in after), "after the swap the old model must not come back"
     registry.rollback("champion")
 
 
@@ -319,7 +321,7 @@ def test_cli_predict_export_and_retrain_data(server, mnist_small, tmp_path, monk
     """`mnistcl predict`, `predictions export --format csv`, `data append --from-feedback`."""
     from typer.testing import CliRunner
 
-    from mnistcl.cli import app
+    from cli import app
     from mnistcl.datasets import DatasetStore
 
     x, y = mnist_small["test"]
@@ -364,7 +366,7 @@ def test_prediction_log_on_postgresql(registry, tmp_path, postgres_url, mnist_sm
     """The same server logging to a real PostgreSQL server; export reads it back."""
     from typer.testing import CliRunner
 
-    from mnistcl.cli import app
+    from cli import app
     from mnistcl.predlog import PredictionLog
 
     x, y = mnist_small["test"]
@@ -426,7 +428,7 @@ def test_smoke_command(server, tmp_path, monkeypatch):
     """`mnistcl smoke`, the promotion workflow's smoke test, against the real server."""
     from typer.testing import CliRunner
 
-    from mnistcl.cli import app
+    from cli import app
 
     monkeypatch.setenv("MNISTCL_HOME", str(tmp_path / "home"))
     runner = CliRunner()

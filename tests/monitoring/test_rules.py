@@ -173,7 +173,7 @@ def test_relay_requires_its_token_from_a_file(tmp_path):
 
     import httpx
 
-    from mnistcl.serve import free_port, wait_http_ok
+    from deployment.serve import free_port, wait_http_ok
 
     (tmp_path / "token").write_text("t0ken\n")
     port = free_port()
@@ -195,12 +195,12 @@ def test_relay_requires_its_token_from_a_file(tmp_path):
 def test_generated_files_match_their_generators():
     from pathlib import Path
 
-    from mnistcl.orchestrate import GPU_TEMPLATE, gpu_job_template
+    from deployment.orchestrate import GPU_TEMPLATE, gpu_job_template
 
     committed = (Path(alertmanager.__file__).parent / "alertmanager.yml").read_text()
     assert committed == alertmanager.render(), "run: python -m monitoring.alertmanager > monitoring/alertmanager.yml"
     assert json.loads(GPU_TEMPLATE.read_text()) == gpu_job_template(), \
-        "run: python -c 'from mnistcl.orchestrate import write_gpu_template; write_gpu_template()'"
+        "run: python -c 'from deployment.orchestrate import write_gpu_template; write_gpu_template()'"
     pod = gpu_job_template()["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "{{ gpu_limit }}"
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"

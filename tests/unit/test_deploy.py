@@ -5,7 +5,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mnistcl.deploy import DeployError, check_seldon_deployment, render
+from deployment.deploy import DeployError, check_seldon_deployment, render
 
 pytestmark = pytest.mark.unit
 
@@ -58,7 +58,7 @@ def test_unknown_env():
 
 
 def test_cli_render(tmp_path, monkeypatch):
-    from mnistcl.cli import app
+    from cli import app
     from mnistcl.registry import Registry
     from mnistcl.storage import LocalStorage
 

@@ -58,7 +58,7 @@ def test_literal_choices(tmp_path):
 
 
 def test_cli_rejects_bad_grid_before_training(tmp_path, monkeypatch, small_store):
-    from mnistcl.cli import app
+    from cli import app
 
     monkeypatch.setenv("MNISTCL_HOME", str(small_store.storage.root.parent))
     r = CliRunner().invoke(app, ["train", "--family", "convnet", "--param", "learnin_rate=0.1"])

@@ -58,7 +58,7 @@ def test_missing_config_file(tmp_path):
 
 def test_import_has_no_side_effects(tmp_path):
     # Importing the CLI (and so every core module) must create nothing and stay light.
-    code = "import sys, mnistcl.cli; print(sorted(m for m in ('tensorflow','torch','prefect') if m in sys.modules))"
+    code = "import sys, cli; print(sorted(m for m in ('tensorflow','torch','prefect') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
     assert list(tmp_path.iterdir()) == []

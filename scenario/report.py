@@ -8,6 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from mnistcl.stores import stores
+from monitoring.rules import load_config
+
 
 def _plt():
     import matplotlib
@@ -115,7 +118,6 @@ def _rel(path: str | Path | None, base: Path) -> str:
 
 
 def write_report(result: dict[str, Any], out_dir: Path, settings) -> Path:
-    from monitoring.rules import load_config
 
     cfg = load_config(settings.monitoring_config or None)
     (out_dir / "scenario.json").write_text(json.dumps(result, indent=1, default=str))
@@ -187,7 +189,6 @@ def write_report(result: dict[str, Any], out_dir: Path, settings) -> Path:
     outbox = sorted(settings.outbox.glob("*.eml")) if settings.outbox.exists() else []
     lines += ["", f"## Alerts ({len(outbox)} emails in the outbox)", ""]
     lines += [f"- [{p.name}]({_rel(p, out_dir)})" for p in outbox] or ["- none"]
-    from mnistcl.stores import stores
 
     _, reg = stores(settings)
     lines += ["", "## Promotions (registry history of `champion` and `challenger`)", ""]

@@ -23,8 +23,18 @@ from typing import Any
 import numpy as np
 import yaml
 
+from deployment import orchestrate as orch
+from deployment import serve as launch
+from mnistcl.datasets import find_mnist_csvs, read_mnist_csv
 from mnistcl.settings import read_yaml
 from mnistcl.shifts import SHIFTS, apply
+from mnistcl.stores import stores
+from monitoring.check import run_check
+from monitoring.rules import DEFAULT_CONFIG
+from retraining.retrain import retrain
+from scenario.report import write_report
+from validation.gate import load_gate
+from validation.shadow import announce_evidence, judge_challenger
 
 DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent / "configs" / "scenario.yaml"
 
@@ -93,7 +103,6 @@ def load_scenario(path: Path | str | None = None, **overrides) -> Scenario:
 
 class Cohorts:
     """Each cohort's stream and evaluation digits: disjoint MNIST test digits, shifted."""
-
     def __init__(self, sc: Scenario, xt: np.ndarray, yt: np.ndarray):
         need = len(sc.cohorts) * (sc.stream_images + sc.eval_images)
         if need > len(xt):
@@ -145,12 +154,6 @@ def _say(msg: str) -> None:
 
 def run_scenario(settings, sc: Scenario, out_dir: Path, *, orchestrator: str = "prefect", log=_say) -> dict[str, Any]:
     """Run the scenario against the registry's champion; write the report to ``out_dir``."""
-    from mnistcl import orchestrate as orch
-    from mnistcl import serve as launch
-    from mnistcl.datasets import find_mnist_csvs, read_mnist_csv
-    from mnistcl.stores import stores
-    from monitoring.rules import DEFAULT_CONFIG
-
     t_start = time.time()
     if sc.seed is None:
         sc = replace(sc, seed=settings.seed)
@@ -207,7 +210,6 @@ def run_scenario(settings, sc: Scenario, out_dir: Path, *, orchestrator: str = "
             launch.stop(p)
     result["seconds"] = time.time() - t_start
     result["orchestrator"] = orchestrator
-    from mnistcl.report import write_report
 
     write_report(result, out_dir, run)
     return result
@@ -215,11 +217,6 @@ def run_scenario(settings, sc: Scenario, out_dir: Path, *, orchestrator: str = "
 
 def _stream(run, sc, cohorts, static, static_version, url, prefect_api, out_dir, log):
     import httpx
-
-    from mnistcl.stores import stores
-    from monitoring.check import run_check
-    from validation.gate import load_gate
-    from validation.shadow import announce_evidence
 
     _, reg = stores(run)
     gate_cfg = load_gate()
@@ -356,7 +353,6 @@ def _retrain(run, sc, prefect_api, seen_runs: set[str], log) -> dict:
     """Wait for the retraining the event started (Prefect), or run it here (local)."""
     t0 = time.time()
     if prefect_api is None:
-        from mnistcl.retrain import retrain
 
         log("  retraining (in-process) ...")
         out = retrain(run, strategy=sc.strategy, reason="scenario: monitoring breach", cooldown_hours=0)
@@ -370,7 +366,6 @@ def _judge(run, gate_cfg, prefect_api, seen_runs: set[str], log) -> dict:
     """Wait for the judgement the evidence event started (Prefect), or judge here (local)."""
     t0 = time.time()
     if prefect_api is None:
-        from validation.shadow import judge_challenger
 
         out = judge_challenger(run, gate_cfg)
     else:
@@ -385,8 +380,6 @@ def _judge(run, gate_cfg, prefect_api, seen_runs: set[str], log) -> dict:
 def _await_flow_run(prefect_api: str, deployment: str, result_key: str, seen_runs: set[str], t0: float) -> dict:
     """The next flow run of ``deployment`` an event started, awaited; its result from the artifact."""
     import httpx
-
-    from mnistcl import orchestrate as orch
 
     deadline = time.time() + 900
     run_id = None

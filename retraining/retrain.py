@@ -18,6 +18,7 @@ exclusive lock under <home>/monitoring), and not again within the cooldown unles
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,16 @@ from typing import Any
 import numpy as np
 
 from mnistcl.events import announce_dataset_version
+from mnistcl.predlog import PredictionLog
+from mnistcl.registry import RegistryError
+from mnistcl.stores import stores
 from models.common import NullReporter, TrainData
+from models.finetune import finetune
+from models.search import family_module
+from monitoring.rules import load_config
+from monitoring.state import MonitorState, RetrainBusy, RetrainLock
+from validation.gate import eval_fraction, load_gate
+from validation.promote import register_and_act, validate_candidate
 
 STRATEGIES = ("finetune-replay", "full", "automl")
 # Fine-tuning recipe, chosen with bench/continual.py on the demo's cohorts: 12 epochs at half the
@@ -54,11 +64,6 @@ def _log(msg: str) -> None:
 def prepare_data(settings, state, gate_cfg, log=_log) -> PreparedData:
     """Turn feedback labelled since the last retraining into a new dataset version; the held-out
     share of the batch is sized by the evidence the gate needs (validation.gate.eval_fraction)."""
-    from mnistcl.predlog import PredictionLog
-    from mnistcl.registry import RegistryError
-    from mnistcl.stores import stores
-    from validation.gate import eval_fraction
-
     ds_store, reg = stores(settings)
     cursor = float(state.read().get("feedback_cursor") or 0.0)
     x, y, last = PredictionLog(settings.predictions_db_path).labelled_after(cursor)
@@ -116,8 +121,6 @@ def replay_indices(origin: np.ndarray, new: np.ndarray, n_replay: int, rng: np.r
 def training_data(settings, prep: PreparedData, strategy: str, *, replay: float = 2.0, max_images: int | None = None,
                   seed: int = 0, replay_by: str = REPLAY_BY) -> tuple[TrainData, dict]:
     """The images a strategy trains on, and counts for the report."""
-    from mnistcl.stores import stores
-
     ds_store, _ = stores(settings)
     data = ds_store.load(prep.dataset)
     lineage = data.manifest.lineage
@@ -145,10 +148,6 @@ def training_data(settings, prep: PreparedData, strategy: str, *, replay: float 
 def train_candidate(settings, prep: PreparedData, strategy: str, td: TrainData, *, epochs: int | None,
                     out_dir: Path, seed: int = 0) -> tuple[dict[str, Path], dict[str, Any]]:
     """Train by strategy; returns the exported files and the family/config to register."""
-    from mnistcl.stores import stores
-    from models.finetune import finetune
-    from models.search import family_module
-
     _, reg = stores(settings)
     if prep.champion is None:
         raise RuntimeError("no champion to retrain: train one first (mnistcl train)")
@@ -172,8 +171,6 @@ def train_candidate(settings, prep: PreparedData, strategy: str, td: TrainData, 
 def gate_register_promote(settings, prep: PreparedData, files: dict[str, Path], info: dict, *, strategy: str,
                           reason: str, report_dir: Path, gate_cfg) -> dict[str, Any]:
     """The gate against the champion, then the registry and the verdict's alias moves."""
-    from validation.promote import register_and_act, validate_candidate
-
     rep, rfiles = validate_candidate(settings, gate_cfg, files["onnx"], prep.dataset, name=f"retrain ({strategy})",
                                      report_dir=report_dir)
     return register_and_act(settings, gate_cfg, rep, files, rfiles, reason=f"retrain ({strategy}) after {reason}",
@@ -188,12 +185,12 @@ def _status(gate: dict) -> str:
 
 def retrain(settings, *, strategy: str = "finetune-replay", reason: str = "manual", force: bool = False,
             epochs: int | None = None, replay: float = 2.0, max_images: int | None = None,
-            gate_path: Path | None = None, cooldown_hours: float | None = None, log=_log) -> dict[str, Any]:
-    """One retraining, end to end; returns what happened (status promoted, rejected or skipped)."""
-    from monitoring.rules import load_config
-    from monitoring.state import MonitorState, RetrainBusy, RetrainLock
-    from validation.gate import load_gate
+            gate_path: Path | None = None, cooldown_hours: float | None = None, log=_log,
+            sweep: Callable[[str], dict] | None = None) -> dict[str, Any]:
+    """One retraining, end to end; returns what happened (status promoted, rejected or skipped).
 
+    ``sweep`` runs the ``automl`` strategy's AutoML sweep on a dataset version and returns its
+    summary; the retrain flow passes the automl flow (a subflow), so this stage never imports flows."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
     t0 = time.time()
@@ -224,9 +221,10 @@ def retrain(settings, *, strategy: str = "finetune-replay", reason: str = "manua
             st["last_retrain_started"] = t0
         work = settings.home_dir / "retrain" / time.strftime("%Y%m%dT%H%M%S", time.gmtime(t0))
         if strategy == "automl":
-            from flows.train import run_automl
-
-            summary = run_automl(profile="quick", dataset=prep.dataset, show_progress=False)
+            if sweep is None:
+                raise ValueError("the automl strategy runs a sweep: run it through the retrain flow "
+                                 "(flows/retrain.py, `mnistcl retrain --strategy automl`)")
+            summary = sweep(prep.dataset)
             promo = summary.get("promotion") or {}
             result.update(status=_status(promo), automl=summary.get("sweep"), gate=promo)
         else:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 
+from deployment.serve import wait_http_ok
+
 ROOT = Path(__file__).resolve().parent.parent
 PREFECT_YAML = ROOT / "prefect.yaml"
 GPU_TEMPLATE = ROOT / "infra" / "k8s" / "base" / "prefect-gpu-job-template.json"
@@ -87,7 +89,6 @@ def start_server(home: Path, port: int, log: Path) -> subprocess.Popen:
 
 
 def wait_for_api(api_url: str, timeout: float = 240.0) -> bool:
-    from mnistcl.serve import wait_http_ok
 
     return wait_http_ok(f"{api_url}/health", timeout, interval=0.5)
 

@@ -1,0 +1,1 @@
+"""Deployment: Kubernetes manifests, Prefect work pools and deployments, launching local servers."""
