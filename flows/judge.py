@@ -11,12 +11,13 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from flows.hooks import alert_on_failure
 from mnistcl.settings import load_settings
 from validation.gate import load_gate
 from validation.shadow import judge_challenger, to_markdown
 
 
-@flow(name="judge", log_prints=True)
+@flow(name="judge", log_prints=True, on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
 def judge(reason: str = "manual", force: bool = False, config: str | None = None) -> dict:
     """Judge the current challenger against the champion on the labelled traffic both scored."""
     import json

@@ -11,13 +11,14 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
+from flows.hooks import alert_on_failure
 from mnistcl.settings import load_settings
 from monitoring.check import run_check, to_markdown
 from validation.gate import load_gate
 from validation.shadow import announce_evidence
 
 
-@flow(name="monitor", log_prints=True)
+@flow(name="monitor", log_prints=True, on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
 def monitor(config: str | None = None) -> dict:
     """Check the next window; publish the check report and the Evidently drift report as artifacts."""
     from pathlib import Path

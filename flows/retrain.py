@@ -12,13 +12,14 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from flows.hooks import alert_on_failure
 from flows.train import run_automl  # the automl strategy's sweep: a subflow of this one
 from mnistcl.settings import load_settings
 from monitoring.rules import load_config
 from retraining.retrain import retrain as run
 
 
-@flow(name="retrain", log_prints=True)
+@flow(name="retrain", log_prints=True, on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
 def retrain(strategy: str | None = None, reason: str = "manual", force: bool = False, epochs: int | None = None,
             replay: float = 2.0, config: str | None = None) -> dict:
     """Retrain on the newly labelled production data with ``strategy`` (finetune-replay, full,

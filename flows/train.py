@@ -13,6 +13,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.hooks import alert_on_failure
 from mnistcl.settings import load_settings
 from models.automl import WorkerPool, default_concurrency, plan_sweep, summarise, write_summary
 from validation.promote import validate_register_promote
@@ -31,7 +32,7 @@ def train_experiment(payload: str, exp_id: int, label: str) -> dict:
 _POOL: WorkerPool | None = None
 
 
-@flow(name="automl", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=default_concurrency()))
+@flow(name="automl", log_prints=True, on_failure=[alert_on_failure], on_crashed=[alert_on_failure], task_runner=ThreadPoolTaskRunner(max_workers=default_concurrency()))
 def automl(
     profile: str = "quick",
     families: list[str] | None = None,
