@@ -74,10 +74,9 @@ def main(
 
 
 def _store(settings: Settings):
-    from mnistcl.datasets import DatasetStore
-    from mnistcl.storage import open_storage
+    from mnistcl.stores import dataset_store
 
-    return DatasetStore(open_storage(settings.store_url, s3_endpoint_url=settings.s3_endpoint_url))
+    return dataset_store(settings)
 
 
 def _fail(msg: str, code: int = 2):
@@ -138,10 +137,9 @@ def _parse_since(text: str | None) -> float:
 
 
 def _registry(settings: Settings):
-    from mnistcl.registry import Registry
-    from mnistcl.storage import open_storage
+    from mnistcl.stores import registry
 
-    return Registry(open_storage(settings.store_url, s3_endpoint_url=settings.s3_endpoint_url))
+    return registry(settings)
 
 
 def json_dumps(v) -> str:

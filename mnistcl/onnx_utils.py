@@ -1,6 +1,8 @@
-"""ONNX helpers shared by training, the gate and serving: the I/O contract, size and FLOPs.
+"""ONNX helpers shared by training, the gate, the scenario and serving: the I/O contract, the one
+ONNX Runtime session wrapper (``OnnxModel``), size and FLOPs.
 
-Only ``onnx`` and NumPy: the serving environment can import it.
+NumPy at import; ``onnx`` and ``onnxruntime`` inside the functions that use them, so the serving
+environment (onnxruntime, no onnx) can import it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,30 @@ def normalise_io(path: Path) -> None:
             vi.name = renames[vi.name]
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
+
+
+class OnnxModel:
+    """An ONNX Runtime session on the CPU with the project's I/O contract: uint8 images are scaled
+    to [0, 1]; ``predict`` returns the probabilities, in batches of ``batch``."""
+
+    def __init__(self, path: Path, threads: int = 1):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def predict(self, images: np.ndarray, batch: int = 1024) -> np.ndarray:
+        x = np.asarray(images)
+        x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
+        return np.concatenate([self.session.run(None, {self.input: x[i : i + batch]})[0]
+                               for i in range(0, len(x), batch)])
+
+    def accuracy(self, images: np.ndarray, labels: np.ndarray) -> float:
+        return float((self.predict(images).argmax(1) == labels).mean())
 
 
 def param_count(path: Path) -> int:

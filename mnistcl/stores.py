@@ -11,3 +11,11 @@ from mnistcl.storage import open_storage
 def stores(settings) -> tuple[DatasetStore, Registry]:
     storage = open_storage(settings.store_url, s3_endpoint_url=settings.s3_endpoint_url)
     return DatasetStore(storage), Registry(storage)
+
+
+def dataset_store(settings) -> DatasetStore:
+    return stores(settings)[0]
+
+
+def registry(settings) -> Registry:
+    return stores(settings)[1]

@@ -17,9 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mnistcl.datasets import DatasetStore
 from mnistcl.experiments import ExperimentStore
-from mnistcl.storage import open_storage
+from mnistcl.stores import dataset_store
 from models.search import (
     ExperimentSpec,
     Profile,
@@ -66,7 +65,7 @@ def plan_sweep(settings, *, profile_name: str = "quick", families: list[str] | N
         import random
 
         random.Random(0).shuffle(specs)
-    store = DatasetStore(open_storage(settings.store_url, s3_endpoint_url=settings.s3_endpoint_url))
+    store = dataset_store(settings)
     version = store.resolve(dataset)
     sweep = sweep or new_sweep_id()
     exps = ExperimentStore(settings.experiments_db_path)

@@ -26,6 +26,7 @@ import yaml
 from deployment import orchestrate as orch
 from deployment import serve as launch
 from mnistcl.datasets import find_mnist_csvs, read_mnist_csv
+from mnistcl.onnx_utils import OnnxModel
 from mnistcl.settings import read_yaml
 from mnistcl.shifts import SHIFTS, apply
 from mnistcl.stores import stores
@@ -134,20 +135,6 @@ def cl_metrics(R: np.ndarray) -> dict[str, Any]:
     return {"ACC": acc, "BWT": bwt, "forgetting": forgetting, "mean_forgetting": float(np.mean(forgetting[:T])) if T else 0.0}
 
 
-class _Onnx:
-    def __init__(self, path: Path):
-        import onnxruntime as ort
-
-        self.s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-    def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
-        return float((self.predict(x).argmax(1) == y).mean())
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        xf = x.astype(np.float32) / 255.0
-        return np.concatenate([self.s.run(None, {"image": xf[i:i + 1024]})[0] for i in range(0, len(xf), 1024)])
-
-
 def _say(msg: str) -> None:
     print(msg, flush=True)
 
@@ -162,7 +149,7 @@ def run_scenario(settings, sc: Scenario, out_dir: Path, *, orchestrator: str = "
     _, reg = stores(settings)
     static_version = reg.resolve("champion")
     cache = out_dir / "cache"
-    static = _Onnx(reg.fetch(static_version, "onnx", cache))
+    static = OnnxModel(reg.fetch(static_version, "onnx", cache))
     # A fresh working home for this run (prediction log, monitoring state, outbox, events); the
     # store and the experiment store are the system's own.
     run = settings.model_copy(update={"home": out_dir / "run", "storage_url": settings.store_url,
@@ -335,7 +322,7 @@ def _stream(run, sc, cohorts, static, static_version, url, prefect_api, out_dir,
                 close_window(ci, final=False)
         close_window(ci, final=True)
         champ = reg.resolve("champion")
-        model = _Onnx(reg.fetch(champ, "onnx", out_dir / "cache"))
+        model = OnnxModel(reg.fetch(champ, "onnx", out_dir / "cache"))
         R.append([model.accuracy(*cohorts.eval[j]) for j in range(len(sc.cohorts))])
         R_static.append([static.accuracy(*cohorts.eval[j]) for j in range(len(sc.cohorts))])
         log(f"  end of {cohort.name}: champion {champ}, held-out accuracy on this cohort {R[-1][ci]:.3f} "

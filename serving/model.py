@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mnistcl.onnx_utils import OnnxModel
 from mnistcl.predlog import PredictionLog
 from mnistcl.registry import Registry
 from mnistcl.storage import open_storage
@@ -33,18 +34,13 @@ log = logging.getLogger(__name__)
 LOW_CONFIDENCE = 0.5
 
 
-class LoadedModel:
+class LoadedModel(OnnxModel):
+    """The champion (or the shadowed challenger) as the server holds it: its registry version and
+    the one ONNX Runtime wrapper; requests arrive already scaled to [0, 1]."""
+
     def __init__(self, version: str, path: Path):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
+        super().__init__(path, threads=1)
         self.version = version
-        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input: x})[0]
 
 
 class MnistModel:

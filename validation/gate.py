@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from mnistcl.onnx_utils import macs_per_image, param_count
+from mnistcl.onnx_utils import OnnxModel, macs_per_image, param_count
 from mnistcl.settings import read_yaml
 from mnistcl.shifts import apply
 from monitoring.estimate import METHODS, fit
@@ -141,22 +141,6 @@ def eval_fraction(n_labelled: int, cfg: EvidenceConfig, alpha: float) -> float:
 
 
 # ------------------------------------------------------------------ measurement
-class OnnxModel:
-    def __init__(self, path: Path, threads: int = 1):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
-
-    def predict(self, images: np.ndarray, batch: int = 1024) -> np.ndarray:
-        x = np.asarray(images, dtype=np.float32) / 255.0 if np.asarray(images).dtype == np.uint8 else images
-        return np.concatenate([self.session.run(None, {self.input: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
-
-
 @dataclass
 class Measured:
     """One model on the gate's slices: the JSON metrics, and per image what the decision pairs."""

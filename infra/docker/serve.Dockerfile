@@ -13,7 +13,7 @@ RUN pip install -r serving/requirements.txt \
  && pip install -r serving/requirements-patched.txt \
  && python -c "import seldon_core.wrapper, onnxruntime, gunicorn; print('gunicorn', gunicorn.__version__)"
 COPY serving serving
-COPY mnistcl/__init__.py mnistcl/predlog.py mnistcl/registry.py mnistcl/storage.py mnistcl/images.py mnistcl/
+COPY mnistcl/__init__.py mnistcl/onnx_utils.py mnistcl/predlog.py mnistcl/registry.py mnistcl/storage.py mnistcl/images.py mnistcl/
 RUN useradd --uid 10001 --no-create-home mnistcl
 USER 10001
 EXPOSE 9000 6000

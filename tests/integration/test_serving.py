@@ -290,7 +290,7 @@ def test_challenger_is_shadowed_logged_and_judged(server, registry, mnist_small,
     assert a.size == b.size == 200
 
     # The same outcomes computed directly from the two models' ONNX files.
-    from validation.gate import OnnxModel
+    from mnistcl.onnx_utils import OnnxModel
 
     direct = {v: OnnxModel(registry.fetch(v, "onnx", tmp_path)).predict(x[:200]).argmax(1) == y[:200]
               for v in (challenger, champion)}
