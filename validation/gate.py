@@ -292,8 +292,13 @@ def decide(cfg: GateConfig, cand: Measured, champ: Measured, weights: dict[str, 
                                           f"{r['slice']} (drop {-r['difference']:.2%}, p (drop > "
                                           f"{r['allowance']:.2%}) = {r['p_forgets']:.3g})" for r in doubtful))
     elif lo > 0:
+        outweighed = [r for r in rows if r["doubtful"]]  # likely drops an overwhelming win carries
         verdict, why = "promote", (f"better on the recent traffic mix: {est:+.2%} ({level:.0%} interval "
-                                   f"{lo:+.2%} to {hi:+.2%}, p = {p_better:.3g}) and no slice forgotten")
+                                   f"{lo:+.2%} to {hi:+.2%}, p = {p_better:.3g}) and no slice forgotten"
+                                   + ("; the win is overwhelming (p below "
+                                      f"{cfg.forgetting.overwhelming:g}), so it outweighs the likely drop on "
+                                      + ", ".join(f"{r['slice']} ({-r['difference']:.2%})" for r in outweighed)
+                                      if outweighed else ""))
     elif hi < 0:
         verdict, why = "reject", (f"worse on the recent traffic mix: {est:+.2%} ({level:.0%} interval "
                                   f"{lo:+.2%} to {hi:+.2%})")

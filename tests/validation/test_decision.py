@@ -162,4 +162,4 @@ def test_an_overwhelming_win_is_promoted_despite_a_likely_drop(champion):
     d = decide(GateConfig(), measured(cand), measured(champ), WEIGHTS)
     v2 = next(r for r in d["slices"] if r["slice"] == "v2")
     assert v2["doubtful"] and d["objective"]["p_better"] < GateConfig().forgetting.overwhelming
-    assert d["verdict"] == "promote", d["reason"]
+    assert d["verdict"] == "promote" and "outweighs the likely drop on v2" in d["reason"], d["reason"]
