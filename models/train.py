@@ -163,6 +163,9 @@ def run_experiment(
                           onnx_bytes=files["onnx"].stat().st_size, native_bytes=files["native"].stat().st_size,
                           macs=macs, flops=2 * macs)
             result.status = "completed"
+            tracker.log_artifact(f"model-{sweep}-{exp_id}", "model", [files["onnx"]],
+                                 metadata={"family": spec.family, "dataset": dataset_version, "params": spec.params,
+                                           "val_accuracy": result.val_accuracy, "experiment_id": exp_id})
         if study is not None:
             import optuna
 

@@ -29,6 +29,7 @@ from mnistcl.events import announce_dataset_version
 from mnistcl.predlog import PredictionLog
 from mnistcl.registry import RegistryError
 from mnistcl.stores import stores
+from mnistcl.tracking import Tracker, track_dataset_version
 from models.common import NullReporter, TrainData
 from models.finetune import finetune
 from models.search import family_module
@@ -73,6 +74,7 @@ def prepare_data(settings, state, gate_cfg, log=_log) -> PreparedData:
         m = ds_store.append(x, y, parent=None, source=f"feedback: {len(y)} labelled production inputs (retrain)",
                             eval_fraction=frac, seed=settings.seed)
         ev = announce_dataset_version(m, settings, origin="retrain")
+        track_dataset_version(settings, m)
         log(f"dataset {m.id} = {m.parent} + {len(y)} labelled production inputs, {frac:.0%} held out for the gate "
             f"(event {ev['delivered']})")
         created = True
@@ -179,6 +181,26 @@ def gate_register_promote(settings, prep: PreparedData, files: dict[str, Path], 
                             note=f"retrain ({strategy}): {reason}")
 
 
+def _track(settings, prep: PreparedData, strategy: str, reason: str, counts: dict, files: dict[str, Path],
+           gate: dict, train_seconds: float) -> None:
+    """The retraining as a W&B run (job type retrain, group retrain): what it trained on, the
+    gate's verdict, and the candidate's ONNX as artifact ``model-<version>`` (aliased by its verdict)."""
+    tracker = Tracker(mode=settings.wandb_mode, root=settings.home_dir / "wandb", project=settings.wandb_project,
+                      name=f"retrain-{gate['version']}", group="retrain", job_type="retrain",
+                      config={"strategy": strategy, "reason": reason, "dataset": prep.dataset,
+                              "champion_before": prep.champion, "n_feedback": prep.n_feedback, "train_images": counts},
+                      tags=["retrain", strategy])
+    alias = gate["promoted"]["alias"] if gate.get("promoted") else "challenger" if gate.get("challenger") else None
+    tracker.summary({"verdict": gate["verdict"], "status": _status(gate), "train_seconds": train_seconds,
+                     **{f"accuracy/{s}": a for s, a in (gate.get("accuracy") or {}).items()},
+                     **{f"champion_accuracy/{s}": a for s, a in (gate.get("champion_accuracy") or {}).items()}})
+    tracker.log_artifact(f"model-{gate['version']}", "model", [files["onnx"]],
+                         metadata={"dataset": prep.dataset, "parent_model": prep.champion, "strategy": strategy,
+                                   "verdict": gate["verdict"], "why": gate.get("why")},
+                         aliases=[alias] if alias else [])
+    tracker.finish(0)
+
+
 def _status(gate: dict) -> str:
     return "promoted" if gate.get("promoted") else "challenger" if gate.get("challenger") else "rejected"
 
@@ -240,6 +262,7 @@ def retrain(settings, *, strategy: str = "finetune-replay", reason: str = "manua
                                          report_dir=work / "validation", gate_cfg=gate_cfg)
             result["gate"] = gate
             result["status"] = _status(gate)
+            _track(settings, prep, strategy, reason, counts, files, gate, result["train_seconds"])
             moved = (f"promoted to {gate['promoted']['alias']}" if gate["promoted"]
                      else "challenger: shadowed until labelled traffic decides" if gate["challenger"] else "not promoted")
             log(f"{gate['version']}: gate verdict {gate['verdict']} ({gate['why']}); {moved}")

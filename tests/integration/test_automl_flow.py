@@ -55,6 +55,9 @@ def test_flow_end_to_end(prefect_server, home, tmp_path):
     runs = sorted((home / "wandb" / "wandb").glob("offline-run-*"))
     assert len(runs) == 4
     assert all(list(r.glob("*.wandb")) for r in runs)
+    # each completed experiment versions its ONNX model as a W&B artifact (in the run's log)
+    logs = b"".join(next(r.glob("*.wandb")).read_bytes() for r in runs)
+    assert all(f"model-{summary['sweep']}-{row['id']}".encode() in logs for row in summary["leaderboard"])
 
     # the leaderboard is a Prefect table artifact
     from prefect.client.orchestration import get_client

@@ -155,6 +155,9 @@ def test_drift_triggers_once_then_retraining_from_feedback_promotes(champion_hom
     st = MonitorState(s.monitoring_dir).read()
     assert st["last_retrain_started"] and st["last_retrain_finished"] >= st["last_retrain_started"]
     assert not lock.running()
+    # W&B (offline): the new dataset version and the retraining's candidate are versioned artifacts.
+    logs = b"".join(f.read_bytes() for f in (s.home_dir / "wandb" / "wandb").glob("offline-run-*/*.wandb"))
+    assert b"dataset-v2" in logs and f"model-{gate['version']}".encode() in logs
     # Nothing new since: the next one (even outside the cooldown) has nothing to learn from.
     assert retrain(s, reason="again", cooldown_hours=0)["status"] == "skipped"
 
