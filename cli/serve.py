@@ -80,6 +80,8 @@ def predict_cmd(
 
     import httpx
 
+    from serving.client import ModelServer, ServerError
+
     settings = _settings(ctx)
     base = url or f"http://127.0.0.1:{settings.serve_port}"
     try:
@@ -87,12 +89,12 @@ def predict_cmd(
     except OSError as exc:
         _fail(str(exc))
     try:
-        r = httpx.post(f"{base}/api/v1.0/predictions", json={"jsonData": {"png": pngs}}, timeout=30)
+        with ModelServer(base) as server:
+            tags = server.predict_png(pngs)
     except httpx.HTTPError as exc:
         _fail(f"cannot reach the server at {base}: {exc} (start it with `mnistcl serve`)")
-    if r.status_code != 200:
-        _fail(f"server answered {r.status_code}: {r.text[:500]}", code=1)
-    tags = r.json()["meta"]["tags"]
+    except ServerError as exc:
+        _fail(f"server answered {exc.status}: {exc.text[:500]}", code=1)
     for p, d, c in zip(images, tags["digits"], tags["confidence"], strict=True):
         console.print(f"{p}: [bold]{int(d)}[/bold] (confidence {c:.3f}{', LOW' if c < 0.5 else ''})")
     console.print(f"digits: [bold]{''.join(str(int(d)) for d in tags['digits'])}[/bold]  model {tags['model_version']}  "
@@ -120,23 +122,23 @@ def smoke(
     import httpx
 
     from mnistcl.datasets import find_mnist_csvs, read_mnist_csv
+    from serving.client import ModelServer, ServerError
 
     settings = _settings(ctx)
     base = (url or f"http://127.0.0.1:{settings.serve_port}").rstrip("/")
     x, y = read_mnist_csv(find_mnist_csvs()[1], "test")
     idx = np.random.default_rng(0).choice(len(y), digits, replace=False)
     right, versions, failures = 0, set(), []
-    with httpx.Client(timeout=30) as client:
+    with ModelServer(base) as server:
         for i in range(0, digits, per_request):
             batch = idx[i:i + per_request]
             try:
-                r = client.post(f"{base}/api/v1.0/predictions", json={"data": {"ndarray": x[batch].tolist()}})
+                tags = server.predict(x[batch])
             except httpx.HTTPError as exc:
                 _fail(f"no answer from {base}: {exc}")
-            if r.status_code != 200:
-                failures.append(f"HTTP {r.status_code}: {r.text[:200]}")
+            except ServerError as exc:
+                failures.append(f"HTTP {exc.status}: {exc.text[:200]}")
                 continue
-            tags = r.json()["meta"]["tags"]
             right += sum(int(d) == int(t) for d, t in zip(tags["digits"], y[batch], strict=True))
             versions.add(tags["model_version"])
     answered = digits - sum(per_request for _ in failures)

@@ -34,6 +34,7 @@ from monitoring.check import run_check
 from monitoring.rules import DEFAULT_CONFIG
 from retraining.retrain import retrain
 from scenario.report import write_report
+from serving.client import ModelServer
 from validation.gate import load_gate
 from validation.shadow import announce_evidence, judge_challenger
 
@@ -203,14 +204,12 @@ def run_scenario(settings, sc: Scenario, out_dir: Path, *, orchestrator: str = "
 
 
 def _stream(run, sc, cohorts, static, static_version, url, prefect_api, out_dir, log):
-    import httpx
-
     _, reg = stores(run)
     gate_cfg = load_gate()
     seen_runs: set[str] = set()  # retrain and judge flow runs already waited for
     judgements: list[dict] = []
     rng = np.random.default_rng(sc.seed + 1)
-    client = httpx.Client(timeout=60)
+    server = ModelServer(url, timeout=60)
     windows: list[dict] = []
     events: list[dict] = []
     R, R_static = [], []
@@ -225,9 +224,7 @@ def _stream(run, sc, cohorts, static, static_version, url, prefect_api, out_dir,
         keep = []
         for due, rid, labels in pending:
             if force or due <= n_req:
-                r = client.post(f"{url}/api/v1.0/feedback", json={"request": {"meta": {"tags": {"request_id": rid}}},
-                                                                 "truth": {"data": {"ndarray": labels}}})
-                r.raise_for_status()
+                server.feedback(rid, labels)
             else:
                 keep.append((due, rid, labels))
         pending = keep
@@ -235,12 +232,8 @@ def _stream(run, sc, cohorts, static, static_version, url, prefect_api, out_dir,
     def wait_for_swap(version: str, timeout=60.0) -> bool:
         deadline = time.time() + timeout
         while time.time() < deadline:
-            try:
-                body = client.get(f"{url}/health/status").json()  # the wrapper nests it in jsonData
-                if (body.get("jsonData") or body).get("model_version") == version:
-                    return True
-            except (httpx.HTTPError, ValueError):
-                pass
+            if server.model_version() == version:
+                return True
             time.sleep(0.3)
         return False
 
@@ -304,9 +297,7 @@ def _stream(run, sc, cohorts, static, static_version, url, prefect_api, out_dir,
         while i < len(x):
             k = int(rng.integers(lo, hi + 1))
             xb, yb = x[i:i + k], y[i:i + k]
-            r = client.post(f"{url}/api/v1.0/predictions", json={"data": {"ndarray": xb.tolist()}})
-            r.raise_for_status()
-            tags = r.json()["meta"]["tags"]
+            tags = server.predict(xb)
             digits = [int(d) for d in tags["digits"]]
             win_served += int(sum(int(d == t) for d, t in zip(digits, yb, strict=True)))
             win_static += int((static_pred[i:i + k] == yb).sum())
@@ -327,7 +318,7 @@ def _stream(run, sc, cohorts, static, static_version, url, prefect_api, out_dir,
         R_static.append([static.accuracy(*cohorts.eval[j]) for j in range(len(sc.cohorts))])
         log(f"  end of {cohort.name}: champion {champ}, held-out accuracy on this cohort {R[-1][ci]:.3f} "
             f"(static {R_static[-1][ci]:.3f})")
-    client.close()
+    server.close()
     R_arr, S_arr = np.array(R), np.array(R_static)
     return {"scenario": sc.source, "cohorts": [{"name": c.name, "shifts": c.shifts} for c in sc.cohorts],
             "static_version": static_version, "final_champion": reg.resolve("champion"), "windows": windows,

@@ -32,7 +32,7 @@ ALLOWED: dict[str, set[str]] = {
     "validation": {"mnistcl", "models", "monitoring"},
     "deployment": {"mnistcl", "monitoring"},
     "retraining": {"mnistcl", "models", "monitoring", "validation"},
-    "scenario": {"mnistcl", "models", "monitoring", "validation", "retraining", "deployment"},
+    "scenario": {"mnistcl", "models", "monitoring", "serving", "validation", "retraining", "deployment"},
     "flows": {"mnistcl", "models", "monitoring", "validation", "retraining", "deployment"},
     "cli": {"mnistcl", "models", "monitoring", "serving", "validation", "retraining", "deployment", "scenario",
             "flows"},
