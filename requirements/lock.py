@@ -65,7 +65,7 @@ def main() -> None:
     ).stdout.split() if Path(p).is_dir()]
     frozen = subprocess.run([str(args.venv / "bin" / "python"), "-m", "pip", "freeze", "--exclude-editable",
                              "--all"], capture_output=True, text=True, check=True).stdout.split()
-    lines = [f"# Locked from {args.venv.name} by requirements/lock.py: pip install --require-hashes --no-deps -r"
+    lines = [f"# Locked by requirements/lock.py (make lock): pip install --require-hashes --no-deps -r"
              f" {args.out.as_posix()}"]
     for pin in sorted(frozen, key=str.lower):
         if "==" not in pin:
