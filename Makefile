@@ -69,7 +69,7 @@ lock: ## Re-resolve every environment from its requirements and rewrite requirem
 	$(LOCK_TMP)/main/bin/python requirements/lock.py $(LOCK_TMP)/main requirements/main.lock
 	$(LOCK_TMP)/main/bin/python requirements/lock.py $(LOCK_TMP)/serve requirements/serve.lock
 	$(LOCK_TMP)/main/bin/python requirements/lock.py $(LOCK_TMP)/infra requirements/infra.lock
-	rm -rf $(LOCK_TMP)
+	rm -rf $(LOCK_TMP) build  # pip built the project (not editable) into build/ on the way
 
 venv-infra: .venv-infra/bin/.installed ## Create the infrastructure-checks environment (checkov, check-jsonschema)
 
