@@ -42,7 +42,6 @@ def data_ingest(
     """
     from mnistcl.datasets import DatasetError
     from mnistcl.events import announce_dataset_version
-    from mnistcl.tracking import track_dataset_version
 
     settings = _settings(ctx)
     store = _store(settings)
@@ -55,7 +54,6 @@ def data_ingest(
     dt = time.perf_counter() - t0
     if created:
         ev = announce_dataset_version(m, settings)
-        track_dataset_version(settings, m)
         console.print(f"created dataset version [bold]{m.id}[/bold] in {dt:.1f} s "
                       f"(event {ev['event']} -> {ev['delivered']})")
     else:
@@ -97,7 +95,6 @@ def data_append(
     from mnistcl.datasets import DatasetError, read_labelled
     from mnistcl.events import announce_dataset_version
     from mnistcl.images import ImageError
-    from mnistcl.tracking import track_dataset_version
 
     settings = _settings(ctx)
     if from_feedback == (path is not None):
@@ -117,7 +114,6 @@ def data_append(
     except (ImageError, DatasetError) as exc:
         _fail(f"nothing written: {exc}")
     ev = announce_dataset_version(m, settings)
-    track_dataset_version(settings, m)
     console.print(f"created dataset version [bold]{m.id}[/bold] from {m.parent} + {len(y):,} images ({m.source}) "
                   f"(event {ev['event']} -> {ev['delivered']})")
     print_manifest(m)

@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 
+from mnistcl.tracking import track_dataset_version
+
 log = logging.getLogger(__name__)
 
 DATASET_UPDATED = "mnistcl.dataset.updated"
@@ -68,11 +70,13 @@ def announce(
 
 
 def announce_dataset_version(manifest, settings, origin: str = "user") -> dict[str, Any]:
-    """The hook for a new dataset version: event ``mnistcl.dataset.updated``.
+    """The hook for a new dataset version: event ``mnistcl.dataset.updated``, and the version as a
+    W&B artifact (mnistcl.tracking.track_dataset_version).
 
     ``origin`` is a resource label: "user" for `mnistcl data ingest/append`, "retrain" for the
     versions the retrain flow makes itself; the retrain deployment triggers on "user" only, so
     a retraining never triggers another one."""
+    track_dataset_version(settings, manifest)
     return announce(
         DATASET_UPDATED,
         f"mnistcl.dataset.{manifest.id}",

@@ -29,7 +29,7 @@ from mnistcl.events import announce_dataset_version
 from mnistcl.predlog import PredictionLog
 from mnistcl.registry import RegistryError
 from mnistcl.stores import stores
-from mnistcl.tracking import Tracker, track_dataset_version
+from mnistcl.tracking import Tracker
 from models.common import NullReporter, TrainData
 from models.finetune import finetune
 from models.search import family_module
@@ -74,7 +74,6 @@ def prepare_data(settings, state, gate_cfg, log=_log) -> PreparedData:
         m = ds_store.append(x, y, parent=None, source=f"feedback: {len(y)} labelled production inputs (retrain)",
                             eval_fraction=frac, seed=settings.seed)
         ev = announce_dataset_version(m, settings, origin="retrain")
-        track_dataset_version(settings, m)
         log(f"dataset {m.id} = {m.parent} + {len(y)} labelled production inputs, {frac:.0%} held out for the gate "
             f"(event {ev['delivered']})")
         created = True
