@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -193,7 +195,8 @@ class Registry:
         out = Path(dest_dir) / art.sha256[:16] / art.filename
         if not (out.exists() and hashlib.sha256(out.read_bytes()).hexdigest() == art.sha256):
             out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_suffix(out.suffix + ".tmp")
+            # A name of its own per writer: several server workers fetch the same model at once.
+            tmp = out.with_name(f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
             tmp.write_bytes(data)
             tmp.replace(out)
         return out
