@@ -26,7 +26,8 @@ def monitor(config: str | None = None) -> dict:
     settings = load_settings(config)
     res = run_check(settings)
     logger = get_run_logger()
-    ev = announce_evidence(settings, load_gate())  # a challenger in shadow: is a judgement due?
+    # A challenger in shadow: is a judgement due? Not when this check triggered a retraining.
+    ev = announce_evidence(settings, load_gate(), retraining=bool(res.decision and res.decision.retrain))
     if ev:
         logger.info("challenger %s: %s new labelled shadow images, judgement due (event %s)",
                     ev["payload"]["challenger"], ev["payload"]["new"], ev["delivered"])

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mnistcl.datasets import DatasetError
 from mnistcl.events import announce
 from mnistcl.predlog import PredictionLog
 from mnistcl.registry import RegistryError
@@ -235,13 +236,14 @@ def run_check(settings, cfg: MonitoringConfig | None = None, *, notify: bool = T
                       prediction_rules=pred, drift=drift, breach=bool(reasons), reasons=reasons,
                       folder=str(folder), reference_dataset=dataset, estimate=estimate)
     lock = RetrainLock(settings.monitoring_dir)
+    cut = data_cut_time(settings, dataset)
     with state.update() as st:
         st["cursor"] = end
         st["windows"].append({"end": end, "breach": res.breach, "reasons": reasons, "drift_share": drift.share,
                               "champion_data": dataset})
         now = time.time()
         last = max([t for t in (st.get("last_retrain_started"), st.get("last_trigger")) if t] or [0]) or None
-        res.decision = decide(live_breaches(st["windows"], dataset), cfg.trigger, now=now,
+        res.decision = decide(live_breaches(st["windows"], dataset, cut), cfg.trigger, now=now,
                               last_retrain_started=last, retrain_running=lock.running())
         if res.decision.retrain:
             st["last_trigger"] = now
@@ -256,12 +258,27 @@ def run_check(settings, cfg: MonitoringConfig | None = None, *, notify: bool = T
     return res
 
 
-def live_breaches(windows: list[dict], champion_data: str) -> list[bool]:
+def live_breaches(windows: list[dict], champion_data: str, data_cut: float | None = None) -> list[bool]:
     """The breach history that may still trigger a retraining: windows after the last one that
-    triggered (its breaches are spent) and judged against the current champion's data (a new
-    champion starts with a clean slate)."""
+    triggered (its breaches are spent), judged against the current champion's data or ending
+    after that data was cut (``data_cut``, the time its dataset version was made).
+
+    A new champion clears only the breaches its training data covers: one promoted from an older
+    challenger (trained before the breaching windows) has not learned them, and waiting for a
+    clean slate would cost a whole window of the new handwriting (measured in the scenario)."""
     last = max((i for i, w in enumerate(windows) if w.get("triggered")), default=-1)
-    return [w["breach"] for w in windows[last + 1:] if w.get("champion_data", champion_data) == champion_data]
+    return [w["breach"] for w in windows[last + 1:]
+            if w.get("champion_data", champion_data) == champion_data
+            or (data_cut is not None and w.get("end", 0.0) > data_cut)]
+
+
+def data_cut_time(settings, dataset: str) -> float | None:
+    """When dataset version ``dataset`` was made (epoch seconds), or None when unknown."""
+    ds_store, _ = stores(settings)
+    try:
+        return datetime.fromisoformat(ds_store.manifest(dataset).created).timestamp()
+    except (DatasetError, ValueError):  # a missing or corrupt manifest: the old rule alone
+        return None
 
 
 def _notify(settings, cfg: MonitoringConfig, res: CheckResult) -> None:

@@ -260,7 +260,8 @@ def _stream(run, sc, cohorts, static, static_version, url, prefect_api, out_dir,
                 + (f", label-free estimate {w['estimated_accuracy']:.3f}" if res.estimate else "")
                 + f"), drift {res.drift.share:.2f}, low confidence {low:.2f}"
                 + (f" -> {', '.join(w['events'])}" if res.events else ""))
-            ev = announce_evidence(run, gate_cfg)  # as the monitor flow does: a challenger's judgement due?
+            # As the monitor flow does: a challenger's judgement due (not when retraining supersedes it)?
+            ev = announce_evidence(run, gate_cfg, retraining=res.decision.retrain)
             if ev:
                 w["judgement"] = _judge(run, gate_cfg, prefect_api, seen_runs, log)
                 if w["judgement"].get("verdict") == "promote":

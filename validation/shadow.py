@@ -28,6 +28,7 @@ from typing import Any
 from mnistcl.events import announce
 from mnistcl.predlog import PredictionLog
 from mnistcl.stores import stores
+from monitoring.state import RetrainLock
 from validation import stats
 from validation.gate import GateConfig
 
@@ -106,6 +107,11 @@ def judge_challenger(settings, cfg: GateConfig, *, force: bool = False) -> dict[
     reg, chall, champ = st["reg"], st["challenger"], st["champion"]
     if not chall:
         return {"status": "idle", "why": "no challenger to judge", "champion": champ}
+    busy = RetrainLock(settings.monitoring_dir).holder()
+    if busy and not force:  # its candidate supersedes the challenger (see superseded_by_retraining)
+        return {"status": "waiting", "challenger": chall, "champion": champ, "n": len(st["a"]),
+                "why": f"a retraining is running ({busy}); it builds on the champion with all data since, "
+                       "and its candidate replaces the challenger or leaves it to the next judgement"}
     n = len(st["a"])
     if not force and n - st["judged"] < cfg.shadow.judge_every and n < cfg.shadow.max_images:
         return {"status": "waiting", "challenger": chall, "champion": champ, "n": n,
@@ -124,9 +130,19 @@ def judge_challenger(settings, cfg: GateConfig, *, force: bool = False) -> dict[
     return out
 
 
-def announce_evidence(settings, cfg: GateConfig) -> dict[str, Any] | None:
+def announce_evidence(settings, cfg: GateConfig, *, retraining: bool = False) -> dict[str, Any] | None:
     """Emit ``mnistcl.challenger.evidence`` when a judgement is due (the ``judge`` deployment's
-    trigger); None when there is no challenger or not enough new evidence."""
+    trigger); None when there is no challenger or not enough new evidence, or when the same check
+    triggered a retraining (``retraining``).
+
+    A retraining supersedes the challenger's judgement: it fine-tunes the champion on everything
+    labelled since the champion's data (the challenger's batch included), so judging first would
+    only race it, and a challenger promoted first would leave the retraining only the newest
+    batch as new data. Measured in the scenario (3 seeds, bench/results/scenario-seeds.json and
+    docs/scenario.md). The challenger stays until the new candidate's verdict: promoted, it is
+    retired; challenger, it replaces it; refused, the next check's judgement goes on."""
+    if retraining:
+        return None
     p = pending(settings, cfg)
     if not p["due"]:
         return None

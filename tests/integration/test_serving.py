@@ -299,6 +299,20 @@ def test_challenger_is_shadowed_logged_and_judged(server, registry, mnist_small,
     # The judgement sees every labelled image since the challenger was set: exactly these 200.
     settings = Settings(home=tmp_path / "home", storage_url=str(registry.storage.root), predictions_db=server["db"])
     cfg = GateConfig(shadow={"judge_every": 50, "max_images": 400})
+    # While a retraining runs, its candidate supersedes the challenger: no judgement, no record,
+    # and a check that triggered the retraining announces no evidence.
+    from monitoring.state import RetrainLock
+    from validation.shadow import announce_evidence
+
+    lock = RetrainLock(settings.monitoring_dir)
+    lock.acquire("test retraining")
+    try:
+        wait = judge_challenger(settings, cfg)
+    finally:
+        lock.release()
+    assert wait["status"] == "waiting" and "retraining is running" in wait["why"], wait
+    assert registry.judgements(challenger) == [] and registry.alias("challenger") == challenger
+    assert announce_evidence(settings, cfg, retraining=True) is None
     j = judge_challenger(settings, cfg)
     assert j["status"] == "judged" and j["n"] == 200
     expect = shadow_verdict(cfg, stats.Paired.from_correct(direct[challenger], direct[champion]), 1)

@@ -133,6 +133,13 @@ def test_spent_and_stale_breaches_do_not_trigger_again():
     assert live_breaches(windows, "v2") == [False, True]    # the champion changed: v1's windows are stale
     assert live_breaches(windows, "v1") == [True]           # only the breach after the trigger is live
     assert live_breaches(windows[:1], "v1") == [True]       # nothing triggered yet
+    # A champion whose data was cut before the breaching windows (an older challenger promoted)
+    # has not learned them: they stay live. Data cut after them: they are covered, stale.
+    t = lambda breach, data, end: {"breach": breach, "champion_data": data, "end": end}  # noqa: E731
+    later = [t(True, "v1", 10.0), t(True, "v1", 20.0)]
+    assert live_breaches(later, "v2", data_cut=15.0) == [True]
+    assert live_breaches(later, "v2", data_cut=5.0) == [True, True]
+    assert live_breaches(later, "v2", data_cut=25.0) == []
     cfg = TriggerConfig(breaches=2, of_last=3, cooldown_hours=0)
     assert not decide(live_breaches(windows, "v1"), cfg, now=0, last_retrain_started=None, retrain_running=False).retrain
 
