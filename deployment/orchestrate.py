@@ -17,8 +17,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
-
 from deployment.serve import wait_http_ok
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,13 +121,3 @@ def start_worker(api_url: str, home: Path, log: Path, pool: str = LOCAL_POOL,
     return subprocess.Popen([prefect_bin(), "worker", "start", "--pool", pool],
                             env={**prefect_env(api_url, home), **(env or {})}, cwd=ROOT,
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def flow_runs(api_url: str, deployment: str | None = None) -> list[dict]:
-    """Flow runs, newest first; only those of ``flow/deployment`` names like 'retrain/retrain' if given
-    (filtered by the server)."""
-    body: dict = {"sort": "EXPECTED_START_TIME_DESC", "limit": 200}
-    if deployment is not None:
-        flow_name, dep_name = deployment.split("/")
-        body.update(flows={"name": {"any_": [flow_name]}}, deployments={"name": {"any_": [dep_name]}})
-    return httpx.post(f"{api_url}/flow_runs/filter", json=body, timeout=10).json()

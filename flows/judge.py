@@ -17,7 +17,8 @@ from validation.gate import load_gate
 from validation.shadow import judge_challenger, to_markdown
 
 
-@flow(name="judge", log_prints=True, on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
+@flow(name="judge", log_prints=True, persist_result=True, result_serializer="json",  # read back as the retrain's
+      on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
 def judge(reason: str = "manual", force: bool = False, config: str | None = None) -> dict:
     """Judge the current challenger against the champion on the labelled traffic both scored."""
     import json
@@ -28,6 +29,4 @@ def judge(reason: str = "manual", force: bool = False, config: str | None = None
     get_run_logger().info("challenger judgement: %s", result.get("verdict") or result["status"])
     create_markdown_artifact(key="challenger-judgement", markdown=to_markdown(result),
                              description="The challenger against the champion on labelled shadow traffic")
-    create_markdown_artifact(key="judge-result", markdown="```json\n" + json.dumps(result, default=str) + "\n```",
-                             description="The judgement, machine-readable")
-    return result
+    return json.loads(json.dumps(result, default=str))

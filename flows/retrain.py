@@ -19,7 +19,10 @@ from monitoring.rules import load_config
 from retraining.retrain import retrain as run
 
 
-@flow(name="retrain", log_prints=True, on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
+# The result is persisted (JSON, in Prefect's result storage): whoever started the run reads it back
+# with mnistcl.prefect_client.run_result, as the scenario does.
+@flow(name="retrain", log_prints=True, persist_result=True, result_serializer="json",
+      on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
 def retrain(strategy: str | None = None, reason: str = "manual", force: bool = False, epochs: int | None = None,
             replay: float = 2.0, config: str | None = None) -> dict:
     """Retrain on the newly labelled production data with ``strategy`` (finetune-replay, full,
@@ -50,6 +53,4 @@ def retrain(strategy: str | None = None, reason: str = "manual", force: bool = F
                              description="What the retraining did and the validation report")
     import json
 
-    create_markdown_artifact(key="retrain-result", markdown="```json\n" + json.dumps(result, default=str) + "\n```",
-                             description="The retraining's result, machine-readable")
-    return result
+    return json.loads(json.dumps(result, default=str))  # plain JSON: paths and numpy numbers as text

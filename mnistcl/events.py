@@ -2,8 +2,9 @@
 
 Every event goes to a local JSON-lines log under the home folder. When a Prefect API is
 configured (settings.prefect_api_url or PREFECT_API_URL), it is also posted to Prefect's
-events endpoint (``POST /api/events``), where deployment triggers pick it up. This is the one
-function later stages hook into; it never imports Prefect, so it is cheap and safe anywhere.
+events endpoint through Prefect's client (mnistcl.prefect_client, with the server's auth), where
+deployment triggers pick it up. This is the one function later stages hook into; Prefect is
+imported only when an API is configured, so it is cheap and safe anywhere.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from mnistcl.prefect_client import PrefectError, post_events
 from mnistcl.tracking import track_dataset_version
 
 log = logging.getLogger(__name__)
@@ -55,13 +55,11 @@ def announce(
     event = make_event(name, resource_id, payload, labels=labels)
     delivered = "local"
     if prefect_api:
-        url = prefect_api.rstrip("/") + "/events"
         try:
-            r = httpx.post(url, json=[event], timeout=timeout)
-            r.raise_for_status()
+            post_events(prefect_api, [event], timeout=timeout)
             delivered = "prefect"
-        except httpx.HTTPError as exc:
-            log.warning("could not post event %s to %s: %s", name, url, exc)
+        except PrefectError as exc:
+            log.warning("could not post event %s: %s", name, exc)
     if events_log is not None:
         events_log.parent.mkdir(parents=True, exist_ok=True)
         with open(events_log, "a") as fh:

@@ -12,7 +12,8 @@ Resolved alerts are acknowledged and not forwarded. A body that is not Alertmana
 a 400 naming the problem; when Prefect cannot be reached the relay answers 502, so Alertmanager
 retries. With a token (``MNISTCL_RELAY_TOKEN``) every POST must carry ``Authorization: Bearer
 <token>`` (Alertmanager's ``http_config.authorization``), or gets a 401: whoever can reach the
-relay could otherwise start retrainings. Standard library plus httpx; `mnistcl monitor relay`
+relay could otherwise start retrainings. Events go through Prefect's client (mnistcl.prefect_client,
+with PREFECT_API_AUTH_STRING when the server asks for it); `mnistcl monitor relay`
 starts it, GET /healthz (open, for probes) checks it.
 """
 
@@ -25,9 +26,8 @@ import os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
-
 from mnistcl.events import make_event
+from mnistcl.prefect_client import PrefectError, post_events
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1_000_000
@@ -97,9 +97,9 @@ def make_handler(prefect_api: str, events_log: Path | None = None, token: str | 
                 return
             if events:
                 try:
-                    httpx.post(url, json=events, timeout=10).raise_for_status()
-                except httpx.HTTPError as exc:
-                    log.warning("could not post %d events to %s: %s", len(events), url, exc)
+                    post_events(prefect_api, events)
+                except PrefectError as exc:
+                    log.warning("could not post %d events: %s", len(events), exc)
                     self._reply(502, {"error": f"Prefect did not take the events: {exc}"})
                     return
                 if events_log is not None:

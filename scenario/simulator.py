@@ -25,6 +25,7 @@ import yaml
 
 from deployment import orchestrate as orch
 from deployment import serve as launch
+from mnistcl import prefect_client
 from mnistcl.datasets import find_mnist_csvs, read_mnist_csv
 from mnistcl.onnx_utils import OnnxModel
 from mnistcl.settings import read_yaml
@@ -338,7 +339,7 @@ def _retrain(run, sc, prefect_api, seen_runs: set[str], log) -> dict:
         out["seconds"] = time.time() - t0
         return out
     log("  waiting for the retrain flow run the event started in Prefect ...")
-    return _await_flow_run(prefect_api, "retrain/retrain", "retrain-result", seen_runs, t0)
+    return _await_flow_run(prefect_api, "retrain/retrain", seen_runs, t0)
 
 
 def _judge(run, gate_cfg, prefect_api, seen_runs: set[str], log) -> dict:
@@ -349,54 +350,38 @@ def _judge(run, gate_cfg, prefect_api, seen_runs: set[str], log) -> dict:
         out = judge_challenger(run, gate_cfg)
     else:
         log("  waiting for the judge flow run the evidence event started in Prefect ...")
-        out = _await_flow_run(prefect_api, "judge/judge", "judge-result", seen_runs, t0)
+        out = _await_flow_run(prefect_api, "judge/judge", seen_runs, t0)
     if out.get("verdict"):
         log(f"  challenger judgement: {out['verdict']}: {out['why']}")
     out["seconds"] = time.time() - t0
     return out
 
 
-def _await_flow_run(prefect_api: str, deployment: str, result_key: str, seen_runs: set[str], t0: float) -> dict:
-    """The next flow run of ``deployment`` an event started, awaited; its result from the artifact."""
-    import httpx
-
+def _await_flow_run(prefect_api: str, deployment: str, seen_runs: set[str], t0: float) -> dict:
+    """The next flow run of ``deployment`` an event started, awaited; its return value is the
+    flow's persisted result (mnistcl.prefect_client)."""
     deadline = time.time() + 900
     run_id = None
     while time.time() < deadline:
-        runs = [r for r in orch.flow_runs(prefect_api, deployment)
-                if r["parameters"].get("reason", "").startswith("mnistcl.")]
-        fresh = [r for r in runs if r["id"] not in seen_runs]
+        runs = [r for r in prefect_client.flow_runs(prefect_api, deployment)
+                if str(r.parameters.get("reason", "")).startswith("mnistcl.")]
+        fresh = [r for r in runs if str(r.id) not in seen_runs]
         if fresh:
-            run_id = fresh[0]["id"]
+            run_id = str(fresh[0].id)
             seen_runs.add(run_id)
             break
         time.sleep(1)
     if run_id is None:
         return {"status": "failed", "why": f"no {deployment} flow run appeared in Prefect", "seconds": time.time() - t0}
-    while time.time() < deadline:
-        fr = httpx.get(f"{prefect_api}/flow_runs/{run_id}", timeout=10).json()
-        if fr["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-            break
-        time.sleep(1)
-    result = _flow_result(prefect_api, run_id, result_key) or {"status": fr["state_type"].lower(),
-                                                                 "why": fr["state"]["message"]}
-    result.update(seconds=time.time() - t0, flow_run=fr["name"], flow_run_id=run_id, flow_state=fr["state_type"])
+    try:
+        fr, value = prefect_client.run_result(prefect_api, run_id, timeout=max(deadline - time.time(), 1))
+    except prefect_client.PrefectError as exc:
+        return {"status": "failed", "why": str(exc), "seconds": time.time() - t0, "flow_run_id": run_id}
+    state = fr.state.type.value if fr.state else "UNKNOWN"
+    result = dict(value) if isinstance(value, dict) else {"status": state.lower(),
+                                                          "why": (fr.state.message if fr.state else "") or ""}
+    result.update(seconds=time.time() - t0, flow_run=fr.name, flow_run_id=run_id, flow_state=state)
     return result
-
-
-def _flow_result(api: str, run_id: str, key: str) -> dict | None:
-    """A flow's return value, read back from its artifact's JSON twin ``key``."""
-    import httpx
-
-    arts = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}},
-                      timeout=10).json()
-    for a in arts:
-        if a.get("key") == key:
-            try:
-                return json.loads(a["data"].split("```json\n", 1)[1].rsplit("```", 1)[0])
-            except (IndexError, ValueError):
-                return None
-    return None
 
 
 def run_seeds(settings, sc: Scenario, out_dir: Path, seeds: list[int], *, orchestrator: str = "prefect",

@@ -17,6 +17,7 @@ import pytest
 from deployment import orchestrate as orch
 from deployment import serve as launch
 from deployment.serve import free_port
+from mnistcl import prefect_client
 from mnistcl.events import announce
 from monitoring.alertmanager import render
 from monitoring.relay import make_server
@@ -107,34 +108,33 @@ def test_event_creates_a_retrain_run_that_a_worker_executes(prefect, tmp_path, m
     try:
         ev = announce("mnistcl.drift.detected", "mnistcl.monitor", {"reasons": ["test"]}, prefect_api=api)
         assert ev["delivered"] == "prefect"
-        run = wait_for(lambda: next((r for r in orch.flow_runs(api, "retrain/retrain")
-                                     if r["parameters"].get("reason", "").startswith("mnistcl.drift.detected")), None))
+        run = wait_for(lambda: next((r for r in prefect_client.flow_runs(api, "retrain/retrain")
+                                     if r.parameters.get("reason", "").startswith("mnistcl.drift.detected")), None))
         assert run, "no flow run for the event"
-        assert run["parameters"]["reason"] == "mnistcl.drift.detected from mnistcl.monitor"
-        done = wait_for(lambda: (r := httpx.get(f"{api}/flow_runs/{run['id']}", timeout=10).json())["state_type"]
-                        in ("COMPLETED", "FAILED", "CRASHED") and r, timeout=240, every=2)
-        assert done, "the worker did not finish the run:\n" + (tmp_path / "worker.log").read_text()[-3000:]
-        assert done["state_type"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-3000:]
-        arts = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}},
+        assert run.parameters["reason"] == "mnistcl.drift.detected from mnistcl.monitor"
+        # Prefect's client waits for the run and reads its persisted result back (no artifact parsing).
+        done, result = prefect_client.run_result(api, run.id, timeout=240)
+        assert done.state.is_completed(), (tmp_path / "worker.log").read_text()[-3000:]
+        assert result["status"] == "skipped" and "no new labelled data since the champion m1" in result["why"], result
+        arts = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [str(run.id)]}}},
                           timeout=10).json()
         summary = next(a for a in arts if a["key"] == "retrain-summary")["data"]
         assert "Skipped: no new labelled data since the champion m1" in summary, summary
         # A dataset version made by the retrain flow itself does not retrigger it; a user's does.
-        before = len(orch.flow_runs(api, "retrain/retrain"))
+        before = len(prefect_client.flow_runs(api, "retrain/retrain"))
         announce("mnistcl.dataset.updated", "mnistcl.dataset.v7", {"version": "v7"}, prefect_api=api,
                  labels={"mnistcl.origin": "retrain"})
         announce("mnistcl.dataset.updated", "mnistcl.dataset.v8", {"version": "v8"}, prefect_api=api,
                  labels={"mnistcl.origin": "user"})
-        v8 = wait_for(lambda: next((r for r in orch.flow_runs(api, "retrain/retrain")
-                                    if r["parameters"].get("reason", "").endswith("v8")), None))
+        v8 = wait_for(lambda: next((r for r in prefect_client.flow_runs(api, "retrain/retrain")
+                                    if r.parameters.get("reason", "").endswith("v8")), None))
         assert v8, "no flow run for the user's dataset version"
         # The v7 event was posted first: once the v8 run has finished, a run for v7 would exist.
-        assert wait_for(lambda: httpx.get(f"{api}/flow_runs/{v8['id']}", timeout=10).json()["state_type"]
-                        in ("COMPLETED", "FAILED", "CRASHED"), timeout=240, every=2)
-        reasons = [r["parameters"]["reason"] for r in orch.flow_runs(api, "retrain/retrain")
-                   if "dataset.updated" in r["parameters"].get("reason", "")]
+        assert prefect_client.wait_for_run(api, v8.id, timeout=240).state.is_final()
+        reasons = [r.parameters["reason"] for r in prefect_client.flow_runs(api, "retrain/retrain")
+                   if "dataset.updated" in r.parameters.get("reason", "")]
         assert reasons == ["mnistcl.dataset.updated: v8"], reasons
-        assert len(orch.flow_runs(api, "retrain/retrain")) == before + 1
+        assert len(prefect_client.flow_runs(api, "retrain/retrain")) == before + 1
     finally:
         launch.stop(worker, term_wait=30)
 
@@ -161,7 +161,7 @@ def test_alertmanager_alert_emails_and_starts_a_retrain_run(prefect, smtp_server
     try:
         url = f"http://127.0.0.1:{am_port}"
         assert wait_for(lambda: _ok(f"{url}/-/ready"), timeout=30), (tmp_path / "am.log").read_text()[-2000:]
-        before = {r["id"] for r in orch.flow_runs(api, "retrain/retrain")}
+        before = {r.id for r in prefect_client.flow_runs(api, "retrain/retrain")}
         alert = [{"labels": {"alertname": "MnistLowConfidenceShareHigh", "prefect_event": "mnistcl.confidence.low",
                              "severity": "warning"},
                   "annotations": {"summary": "30% of predictions have confidence below 0.5"},
@@ -171,10 +171,10 @@ def test_alertmanager_alert_emails_and_starts_a_retrain_run(prefect, smtp_server
         assert wait_for(lambda: smtp_server.messages, timeout=60), (tmp_path / "am.log").read_text()[-2000:]
         msg = smtp_server.messages[0]
         assert "MnistLowConfidenceShareHigh" in msg["Subject"] and msg["To"] == "ds@bank.example"
-        run = wait_for(lambda: next((r for r in orch.flow_runs(api, "retrain/retrain") if r["id"] not in before
-                                     and "mnistcl.confidence.low" in r["parameters"].get("reason", "")), None), timeout=60)
+        run = wait_for(lambda: next((r for r in prefect_client.flow_runs(api, "retrain/retrain") if r.id not in before
+                                     and "mnistcl.confidence.low" in r.parameters.get("reason", "")), None), timeout=60)
         assert run, "no retrain flow run from the alert"
-        assert run["parameters"]["reason"] == "mnistcl.confidence.low from mnistcl.alertmanager.MnistLowConfidenceShareHigh"
+        assert run.parameters["reason"] == "mnistcl.confidence.low from mnistcl.alertmanager.MnistLowConfidenceShareHigh"
         relayed = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
         assert [e["event"] for e in relayed][:1] == ["mnistcl.confidence.low"]
         # The relay refuses a POST without the token, or what is not Alertmanager's JSON, and keeps serving.
