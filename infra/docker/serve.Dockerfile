@@ -6,11 +6,11 @@ FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /opt/mnist-continual
-COPY serving/requirements.txt serving/requirements-patched.txt serving/
-# seldon-core's pins first, then the patched gunicorn / Werkzeug / Flask over them
-# (CVE-2024-1135; see the README's serving section and serving/requirements-patched.txt).
-RUN pip install -r serving/requirements.txt \
- && pip install -r serving/requirements-patched.txt \
+COPY requirements/serve.lock requirements/
+# The serving environment's lock (make lock): every file checked against its SHA-256, nothing
+# resolved at build time; it holds seldon-core's pins with the patched gunicorn / Werkzeug / Flask
+# over them (CVE-2024-1135; serving/requirements-patched.txt), exactly as .venv-serve has them.
+RUN pip install --require-hashes --no-deps -r requirements/serve.lock \
  && python -c "import seldon_core.wrapper, onnxruntime, gunicorn; print('gunicorn', gunicorn.__version__)"
 COPY serving serving
 COPY mnistcl/__init__.py mnistcl/onnx_utils.py mnistcl/predlog.py mnistcl/registry.py mnistcl/storage.py mnistcl/images.py mnistcl/

