@@ -4,15 +4,24 @@ the shadow model's answers to the same inputs (the challenger, scored beside the
 One class, two backends chosen by the location: a SQLite file (default; WAL, several gunicorn
 workers may write) or a PostgreSQL URL (``postgresql://user@host:5432/db``, through psycopg 3).
 Standard library, NumPy and (for PostgreSQL) psycopg only: the serving environment imports it.
+
+Faults: each thread keeps one connection; one that fails (a database restart, a dropped link) is
+discarded and the call is tried once more on a fresh connection (a short connect timeout, so an
+outage answers in seconds). Failing that, :class:`LogUnavailable`: the server answers 503 and
+serves nothing it could not log. A retried write cannot be applied twice: a request's rows go in
+one transaction and a second insert of the same rows is a no-op (``ON CONFLICT DO NOTHING``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,23 +57,56 @@ CREATE TABLE IF NOT EXISTS rejected (
 """
 
 _SCHEMA_LOCK = 0x6D6E6973  # advisory lock key ("mnis") guarding schema creation
+CONNECT_TIMEOUT_S = 3
+
+
+class LogUnavailable(RuntimeError):
+    """The prediction log's database cannot be reached or written, even on a fresh connection."""
 
 
 def is_postgres(location: str | Path) -> bool:
     return str(location).startswith(("postgresql://", "postgres://"))
 
 
+def redact(location: str) -> str:
+    """The location without a password (``postgresql://user:secret@host`` -> ``user:***@host``)."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", location)
+
+
 class PredictionLog:
     """``images`` are 784 uint8 pixels per row (0-255), ``probs`` JSON lists of 10 floats."""
 
-    def __init__(self, location: str | Path):
+    def __init__(self, location: str | Path, *, connect: bool = True):
+        """``connect=False``: connect on first use (a server that starts while the database is
+        down still loads its model, and its readiness says what is wrong)."""
         self.location = str(location)
         self.pg = is_postgres(location)
         self.ph = "%s" if self.pg else "?"
         self._local = threading.local()
-        if not self.pg:
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+        if self.pg:
+            import psycopg
+
+            # A broken or refused connection; not a constraint or a syntax error.
+            self._faults: tuple[type[BaseException], ...] = (psycopg.OperationalError, psycopg.InterfaceError)
+        else:
             Path(location).parent.mkdir(parents=True, exist_ok=True)
-        conn = self._conn()
+            self._faults = (sqlite3.OperationalError,)
+        if connect:
+            self._run(lambda conn: None)  # connect and create the schema now
+
+    def _connect(self):
+        if self.pg:
+            import psycopg
+
+            return psycopg.connect(self.location, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+        conn = sqlite3.connect(self.location, timeout=30, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def _create_schema(self, conn) -> None:
         ddl = _TABLES.format(blob="BYTEA" if self.pg else "BLOB")
         if self.pg:
             # CREATE ... IF NOT EXISTS is not safe against a concurrent CREATE in PostgreSQL (two
@@ -79,42 +121,72 @@ class PredictionLog:
 
     def _conn(self):
         conn = getattr(self._local, "conn", None)
+        if conn is not None and self.pg and (conn.closed or conn.broken):
+            self._drop()
+            conn = None
         if conn is None:
-            if self.pg:
-                import psycopg
-
-                conn = psycopg.connect(self.location, autocommit=True)
-            else:
-                conn = sqlite3.connect(self.location, timeout=30, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
+            conn = self._connect()
             self._local.conn = conn
+        if not self._schema_ready:
+            with self._schema_lock:
+                if not self._schema_ready:
+                    self._create_schema(conn)
+                    self._schema_ready = True
         return conn
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - it is broken already
+                pass
+
+    def _run(self, fn: Callable[[Any], Any]) -> Any:
+        """``fn(connection)``; a connection fault drops the connection and tries once more on a
+        fresh one, then raises :class:`LogUnavailable` naming the database and the cause."""
+        for attempt in (0, 1):
+            try:
+                return fn(self._conn())
+            except self._faults as exc:
+                self._drop()
+                if attempt:
+                    raise LogUnavailable(f"prediction log {redact(self.location)} is unavailable: "
+                                         f"{str(exc).strip() or type(exc).__name__}") from exc
+        raise AssertionError("unreachable")
 
     def _tx(self, statements: list[tuple[str, list]]) -> None:
         """Run statements in one transaction (all or nothing)."""
-        conn = self._conn()
-        if self.pg:
-            with conn.transaction(), conn.cursor() as cur:
-                for sql, rows in statements:
-                    cur.executemany(sql, rows)
-        else:
+        def tx(conn):
+            if self.pg:
+                with conn.transaction(), conn.cursor() as cur:
+                    for sql, rows in statements:
+                        cur.executemany(sql, rows)
+                return
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for sql, rows in statements:
                     conn.executemany(sql, rows)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
+        self._run(tx)
 
     def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
-        conn = self._conn()
-        if self.pg:
-            with conn.cursor() as cur:
-                cur.execute(sql, args)
-                return cur.fetchall()
-        return conn.execute(sql, args).fetchall()
+        def query(conn):
+            if self.pg:
+                with conn.cursor() as cur:
+                    cur.execute(sql, args)
+                    return cur.fetchall()
+            return conn.execute(sql, args).fetchall()
+        return self._run(query)
+
+    def ping(self) -> None:
+        """Raise :class:`LogUnavailable` unless the database answers (the server's readiness)."""
+        self._query("SELECT 1")
 
     # ---------------------------------------------------------------- writing
     def log_predictions(self, request_id: str, model_version: str, kind: str, images: np.ndarray,
@@ -127,11 +199,13 @@ class PredictionLog:
         rows = [(request_id, i, now, model_version, kind, px[i].tobytes(), json.dumps([round(float(p), 6) for p in probs[i]]),
                  int(probs[i].argmax()), float(probs[i].max())) for i in range(len(images))]
         p = self.ph
+        # ON CONFLICT DO NOTHING: a write retried after its commit went through (the answer lost
+        # with the connection) adds nothing; request ids are fresh UUIDs, so nothing else collides.
         statements = [(f"INSERT INTO predictions (request_id, item, at, model_version, input_kind, image, probs, digit, "
-                       f"confidence) VALUES ({', '.join([p] * 9)})", rows)]
+                       f"confidence) VALUES ({', '.join([p] * 9)}) ON CONFLICT DO NOTHING", rows)]
         for version, sp in shadow or []:
             statements.append((f"INSERT INTO shadow (request_id, item, model_version, digit, confidence) "
-                               f"VALUES ({p}, {p}, {p}, {p}, {p})",
+                               f"VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT DO NOTHING",
                                [(request_id, i, version, int(sp[i].argmax()), float(sp[i].max())) for i in range(len(sp))]))
         self._tx(statements)
 

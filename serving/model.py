@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from mnistcl.onnx_utils import OnnxModel
-from mnistcl.predlog import PredictionLog
+from mnistcl.predlog import LogUnavailable, PredictionLog
 from mnistcl.registry import Registry
 from mnistcl.storage import open_storage
 from serving.payload import PayloadError, parse
@@ -72,7 +72,7 @@ class MnistModel:
 
     def load(self) -> None:
         """Per worker (after gunicorn forks): open the log, load the alias, watch it."""
-        self.predlog = PredictionLog(self.db_path)
+        self.predlog = PredictionLog(self.db_path, connect=False)  # readiness reports a database down
         reg = self._registry()
         version = reg.resolve(self.alias)
         self.model = LoadedModel(version, reg.fetch(version, "onnx", self.cache))
@@ -157,14 +157,18 @@ class MnistModel:
                 request = proto_to_request(request)
             images, kind = parse(request, max_images=self.max_images)
         except PayloadError as exc:
-            self.predlog.log_rejected("predict", str(exc))
+            self._log_rejected("predict", str(exc))
             self._record("predict", "rejected", started)
             raise bad_request(f"bad request: {exc}") from None
         model, shadow = self.model, self.shadow  # one model for the whole request, even if a swap happens now
         probs = model.predict(images)
         shadowed = [(shadow.version, shadow.predict(images))] if shadow and shadow.version != model.version else None
         request_id = uuid.uuid4().hex
-        self.predlog.log_predictions(request_id, model.version, kind, images, probs, shadow=shadowed)
+        try:
+            self.predlog.log_predictions(request_id, model.version, kind, images, probs, shadow=shadowed)
+        except LogUnavailable as exc:  # nothing is answered that the log does not hold
+            self._record("predict", "error", started)
+            raise unavailable(f"{exc}; the prediction was not served, retry later") from None
         digits = probs.argmax(1)
         conf = probs.max(1)
         extra = self._predict_metrics(model.version, digits, conf)
@@ -226,8 +230,11 @@ class MnistModel:
             if labels.size == 0 or not np.all(np.isin(labels, np.arange(10))):
                 raise PayloadError(f"truth labels must be whole numbers 0-9, got {truth}")
             pairs = self.predlog.add_feedback(str(request_id), [int(v) for v in labels])
+        except LogUnavailable as exc:
+            self._record("feedback", "error", started)
+            raise unavailable(f"{exc}; the feedback was not recorded, send it again later") from None
         except (PayloadError, KeyError, ValueError) as exc:
-            self.predlog.log_rejected("feedback", str(exc))
+            self._log_rejected("feedback", str(exc))
             self._record("feedback", "rejected", started)
             raise bad_request(f"bad feedback: {exc}") from None
         from seldon_core.utils import json_to_seldon_message
@@ -241,9 +248,22 @@ class MnistModel:
         return json_to_seldon_message({"data": {"ndarray": [[correct, len(pairs)]]},
                 "meta": {"tags": {"request_id": str(request_id), "correct": correct, "labelled": len(pairs)}}})
 
+    def _log_rejected(self, endpoint: str, reason: str) -> None:
+        """Keep a rejected payload's reason; with the log down the client still gets its 400."""
+        try:
+            self.predlog.log_rejected(endpoint, reason)
+        except LogUnavailable as exc:
+            log.warning("rejected %s request not logged: %s", endpoint, exc)
+
     def health_status(self):
+        """The readiness probe (/health/status): a model loaded and the prediction log answering,
+        so a pod that cannot log is taken out of the Service instead of failing requests."""
         if self.model is None:
-            raise RuntimeError("no model loaded")
+            raise unavailable("no model loaded")
+        try:
+            self.predlog.ping()
+        except LogUnavailable as exc:
+            raise unavailable(str(exc)) from None
         return {"model_version": self.model.version}
 
     def init_metadata(self):
@@ -258,6 +278,15 @@ def bad_request(message: str) -> Exception:
     from seldon_core.flask_utils import SeldonMicroserviceException
 
     exc = SeldonMicroserviceException(message, status_code=400)
+    exc.args = (message,)
+    return exc
+
+
+def unavailable(message: str) -> Exception:
+    """Seldon's exception with status 503: the server is up but cannot do its work now."""
+    from seldon_core.flask_utils import SeldonMicroserviceException
+
+    exc = SeldonMicroserviceException(message, status_code=503, reason="MICROSERVICE_UNAVAILABLE")
     exc.args = (message,)
     return exc
 

@@ -62,33 +62,25 @@ def small_store(store, mnist_small):
 
 
 @pytest.fixture(scope="session")
-def postgres_url():
-    """A real PostgreSQL server on 127.0.0.1 (the Debian binaries), stopped after the session."""
-    import glob
-    import os
-    import shutil
-    import subprocess
-    import tempfile
+def postgres_server():
+    """A real PostgreSQL server on 127.0.0.1 (the Debian binaries), stopped after the session;
+    a test may stop and start it (it must leave it running)."""
+    from tests.pgserver import PostgresServer
 
-    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not bins:
-        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
-    bindir = os.path.dirname(bins[-1])
-    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    work = tempfile.mkdtemp(prefix="mnistcl-pg-", dir="/tmp")
-    os.chmod(work, 0o755)
-    if as_pg:
-        shutil.chown(work, "postgres", "postgres")
-    port = free_port()
-    subprocess.run([*as_pg, f"{bindir}/initdb", "-D", f"{work}/data", "--auth=trust", "-U", "postgres"],
-                   check=True, capture_output=True)
-    subprocess.run([*as_pg, f"{bindir}/pg_ctl", "-D", f"{work}/data", "-l", f"{work}/log", "-w", "-o",
-                    f"-p {port} -k {work} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        server = PostgresServer()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    server.start()
+    try:
+        yield server
     finally:
-        subprocess.run([*as_pg, f"{bindir}/pg_ctl", "-D", f"{work}/data", "-m", "fast", "stop"], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server):
+    return postgres_server.url
 
 
 class _SmtpSink:

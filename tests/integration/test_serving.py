@@ -406,6 +406,26 @@ def test_prediction_log_on_postgresql(registry, tmp_path, postgres_url, mnist_sm
     assert ids[1] in out.read_text()
 
 
+def test_postgresql_restart_under_load(registry, tmp_path, postgres_server, mnist_small):
+    """The prediction log's PostgreSQL stopped and started under load: during the outage the
+    server answers 503 naming the log and its readiness fails; once the database is back it
+    answers 200 within seconds, without a restart; every request answered 200 is in the log."""
+    from mnistcl.predlog import PredictionLog
+    from tests.pgserver import load_through_outage
+
+    x, _ = mnist_small["test"]
+    with running_server(registry, tmp_path, postgres_server.url) as srv:
+        r = load_through_outage(srv["url"], postgres_server, {"data": {"ndarray": x[:2].tolist()}},
+                                before_s=1.5, outage_s=3.0, after_s=6.0, clients=3)
+        metrics = metrics_text(srv, 'outcome="error"')
+    assert r["codes"].get("503", 0) > 0 and set(r["codes"]) <= {"200", "503"}, r["codes"]
+    assert "prediction log" in r["unavailable_message"] and "not served" in r["unavailable_message"]
+    assert 503 in r["ready_during_outage"] and 200 not in r["ready_during_outage"], r["ready_during_outage"]
+    assert r["recovery_seconds"] < 5 and r["ok_after_recovery"] >= 10 and r["ready_after"] == [200], r
+    assert set(r["ok_ids"]) <= PredictionLog(postgres_server.url).request_ids()
+    assert re.search(r'mnist_requests_total\{[^}]*outcome="error"[^}]*\} [1-9]', metrics), "errors not counted"
+
+
 def _open_log(url, barrier):
     from mnistcl.predlog import PredictionLog
 
