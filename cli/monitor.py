@@ -50,7 +50,7 @@ def monitor_check(
         res = run_check(settings)
     except MonitoringConfigError as exc:
         _fail(str(exc))
-    if res.status == "waiting":
+    if res.status in ("waiting", "skipped"):
         console.print(res.reasons[0])
         return
     table = Table(title=f"window of {res.n_images} images: {'BREACH' if res.breach else 'ok'}")
@@ -78,11 +78,12 @@ def monitor_status(ctx: typer.Context, as_json: AsJson = False) -> None:
 
       mnistcl monitor status
     """
-    from monitoring.state import MonitorState, RetrainLock
+    from monitoring.state import shared_state
 
     settings = _settings(ctx)
-    st = MonitorState(settings.monitoring_dir).read()
-    holder = RetrainLock(settings.monitoring_dir).holder()
+    state, lock = shared_state(settings)
+    st = state.read()
+    holder = lock.holder()
     if as_json:
         print_json({**st, "retraining_running": holder})
         return

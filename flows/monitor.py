@@ -31,7 +31,7 @@ def monitor(config: str | None = None) -> dict:
     if ev:
         logger.info("challenger %s: %s new labelled shadow images, judgement due (event %s)",
                     ev["payload"]["challenger"], ev["payload"]["new"], ev["delivered"])
-    if res.status == "waiting":
+    if res.status in ("waiting", "skipped"):
         logger.info("%s", res.reasons[0])
         return res.to_json()
     logger.info("window of %d images: %s; %s", res.n_images, "BREACH" if res.breach else "ok",

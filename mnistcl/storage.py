@@ -3,16 +3,24 @@
 Keys are ``/``-separated relative paths. Writes are atomic: a reader sees the whole object
 or none of it (local: write to a temporary name, fsync, rename; S3: PUT is atomic).
 ``put(..., exclusive=True)`` refuses to overwrite, which is how manifests and registry
-records are committed exactly once.
+records are committed exactly once. ``get_versioned`` and ``put(..., if_match=version)`` are a
+compare-and-swap (S3: ETag and If-Match; local: a content hash checked under a file lock), which
+``update_json`` turns into a read-modify-write that many processes can run at once.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import os
+import random
 import tempfile
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 
 class StorageError(RuntimeError):
@@ -30,6 +38,10 @@ class AlreadyExists(StorageError):
     """An exclusive write found the key already present."""
 
 
+class Conflict(StorageError):
+    """A conditional write (``if_match``) found the object changed or gone since it was read."""
+
+
 def _check_key(key: str) -> str:
     if not key or key.startswith("/") or ".." in key.split("/") or "\\" in key:
         raise StorageError(f"invalid storage key {key!r}")
@@ -45,7 +57,13 @@ class Storage(ABC):
     def get(self, key: str) -> bytes: ...
 
     @abstractmethod
-    def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None: ...
+    def put(self, key: str, data: bytes, *, exclusive: bool = False, if_match: str | None = None) -> None:
+        """``exclusive``: only if absent (else AlreadyExists); ``if_match``: only if the object is
+        still the version ``get_versioned`` returned (else Conflict)."""
+
+    @abstractmethod
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """The object and a token of its version, for ``put(..., if_match=token)``."""
 
     @abstractmethod
     def exists(self, key: str) -> bool: ...
@@ -75,7 +93,27 @@ class LocalStorage(Storage):
         except FileNotFoundError as exc:
             raise NotFound(f"{self.describe(key)} does not exist") from exc
 
-    def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        data = self.get(key)
+        return data, hashlib.sha256(data).hexdigest()
+
+    def put(self, key: str, data: bytes, *, exclusive: bool = False, if_match: str | None = None) -> None:
+        if if_match is None:
+            return self._put(key, data, exclusive=exclusive)
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Conditional writers of one key serialise on a lock file beside it (hidden from list()).
+        with open(path.parent / f".{path.name}.cas", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                current = hashlib.sha256(path.read_bytes()).hexdigest()
+            except FileNotFoundError:
+                raise Conflict(f"{self.describe(key)} is gone since it was read") from None
+            if current != if_match:
+                raise Conflict(f"{self.describe(key)} changed since it was read")
+            self._put(key, data, exclusive=False)
+
+    def _put(self, key: str, data: bytes, *, exclusive: bool) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -164,10 +202,31 @@ class S3Storage(Storage):
             raise StorageError(f"cannot read {self.describe(key)}: {exc}") from exc
         return obj["Body"].read()
 
-    def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        from botocore.exceptions import ClientError
+
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+                raise NotFound(f"{self.describe(key)} does not exist") from exc
+            raise StorageError(f"cannot read {self.describe(key)}: {exc}") from exc
+        return obj["Body"].read(), obj["ETag"]
+
+    def put(self, key: str, data: bytes, *, exclusive: bool = False, if_match: str | None = None) -> None:
         from botocore.exceptions import ClientError
 
         kwargs = {"Bucket": self.bucket, "Key": self._key(key), "Body": data}
+        if if_match is not None:
+            kwargs["IfMatch"] = if_match  # S3 conditional writes: 412 if the ETag moved on
+            try:
+                self.client.put_object(**kwargs)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code in {"PreconditionFailed", "412", "ConditionalRequestConflict", "NoSuchKey", "404"}:
+                    raise Conflict(f"{self.describe(key)} changed since it was read") from exc
+                raise StorageError(f"cannot write {self.describe(key)}: {exc}") from exc
+            return
         if exclusive:
             # S3 conditional writes (If-None-Match: *) make this a create-if-absent.
             # A server that ignores the header still gets the pre-check below.
@@ -205,6 +264,28 @@ class S3Storage(Storage):
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+
+def update_json(storage: Storage, key: str, change: Callable[[dict], Any], *,
+                default: Callable[[], dict], attempts: int = 50) -> Any:
+    """Read-modify-write of a JSON document that any number of processes may run at once:
+    ``change(doc)`` edits the document in place (and may return a value); the write is a
+    compare-and-swap, and on a conflict ``change`` runs again on the fresh document. Returns
+    what ``change`` returned on the write that landed."""
+    for attempt in range(attempts):
+        try:
+            raw, version = storage.get_versioned(key)
+            doc = json.loads(raw)
+        except NotFound:
+            doc, version = default(), None
+        out = change(doc)
+        body = json.dumps(doc, indent=1, default=float).encode()
+        try:
+            storage.put(key, body, exclusive=version is None, if_match=version)
+            return out
+        except (Conflict, AlreadyExists):
+            time.sleep(random.uniform(0, 0.02 * (attempt + 1)))  # another writer won: back off, redo
+    raise StorageError(f"{storage.describe(key)}: {attempts} conflicting updates in a row")
 
 
 def open_storage(url: str, *, s3_endpoint_url: str | None = None) -> Storage:

@@ -46,7 +46,7 @@ from monitoring.rules import (
     evaluate_prediction_rules,
     load_config,
 )
-from monitoring.state import Decision, MonitorState, RetrainLock, decide
+from monitoring.state import Decision, decide, shared_state
 
 DRIFT_DETECTED = "mnistcl.drift.detected"
 CONFIDENCE_LOW = "mnistcl.confidence.low"
@@ -57,7 +57,7 @@ MIN_BATCH_IMAGES = 200  # a production batch smaller than this is too noisy to s
 
 @dataclass
 class CheckResult:
-    status: str                       # checked | waiting
+    status: str                       # checked | waiting | skipped (another check took the window)
     n_images: int
     window_start: float | None = None
     window_end: float | None = None
@@ -208,7 +208,7 @@ def evaluate_window(cfg: MonitoringConfig, images: np.ndarray, confidence: np.nd
 def run_check(settings, cfg: MonitoringConfig | None = None, *, notify: bool = True) -> CheckResult:
 
     cfg = cfg or load_config(settings.monitoring_config or None)
-    state = MonitorState(settings.monitoring_dir)
+    state, lock = shared_state(settings)
     cursor = state.read()["cursor"]
     plog = PredictionLog(settings.predictions_db_path)
     rows = plog.window(after=cursor, limit=cfg.window_images)
@@ -235,19 +235,28 @@ def run_check(settings, cfg: MonitoringConfig | None = None, *, notify: bool = T
     res = CheckResult(status="checked", n_images=len(rows), window_start=start, window_end=end, input_rules=inp,
                       prediction_rules=pred, drift=drift, breach=bool(reasons), reasons=reasons,
                       folder=str(folder), reference_dataset=dataset, estimate=estimate)
-    lock = RetrainLock(settings.monitoring_dir)
     cut = data_cut_time(settings, dataset)
-    with state.update() as st:
+    running = lock.running()
+
+    def record(st: dict) -> Decision | None:
+        if st["cursor"] != cursor:  # another check took this window first: it counts once
+            return None
         st["cursor"] = end
         st["windows"].append({"end": end, "breach": res.breach, "reasons": reasons, "drift_share": drift.share,
                               "champion_data": dataset})
         now = time.time()
         last = max([t for t in (st.get("last_retrain_started"), st.get("last_trigger")) if t] or [0]) or None
-        res.decision = decide(live_breaches(st["windows"], dataset, cut), cfg.trigger, now=now,
-                              last_retrain_started=last, retrain_running=lock.running())
-        if res.decision.retrain:
+        decision = decide(live_breaches(st["windows"], dataset, cut), cfg.trigger, now=now,
+                          last_retrain_started=last, retrain_running=running)
+        if decision.retrain:
             st["last_trigger"] = now
             st["windows"][-1]["triggered"] = True
+        return decision
+
+    res.decision = state.update(record)
+    if res.decision is None:
+        return CheckResult(status="skipped", n_images=len(rows), window_start=start, window_end=end,
+                           reasons=["another check recorded this window first"])
     if notify:
         _notify(settings, cfg, res)
     text = prometheus_text(res)

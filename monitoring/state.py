@@ -1,22 +1,29 @@
 """Monitoring state: the window cursor, the breach history (hysteresis), the cooldown, and the
 retraining lock, so one noisy window never starts a retraining storm.
 
+Both live in the shared store (the settings' storage: a local folder, or S3 on the cluster, where
+every flow run is a fresh pod), never on a pod's disk, and every change is a compare-and-swap
+(``mnistcl.storage.update_json``), so any number of processes may check and retrain at once.
+
 - ``decide``: pure; retrain when at least N of the last M windows breached, not while a
   retraining runs, and not within the cooldown after the last one started.
-- ``MonitorState``: a JSON file under <home>/monitoring, rewritten atomically under a file lock.
-- ``RetrainLock``: an exclusive lock file; a second retraining that finds it held starts nothing.
+- ``MonitorState``: ``state/monitoring.json`` in the store.
+- ``RetrainLock``: a lease, ``state/retrain-lease.json``: an owner and an expiry; a second
+  retraining that finds it held starts nothing; a lease whose holder died expires.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
+import socket
 import time
-from contextlib import contextmanager
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
+from mnistcl.storage import NotFound, Storage, open_storage, update_json
 from monitoring.rules import TriggerConfig
 
 HISTORY = 100
@@ -43,29 +50,31 @@ def decide(breaches: list[bool], trig: TriggerConfig, *, now: float, last_retrai
     return Decision(True, f"{hits} of the last {len(recent)} windows breached")
 
 
-class MonitorState:
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
-        self.path = self.folder / "state.json"
+def _fresh_state() -> dict:
+    return {"cursor": 0.0, "windows": [], "last_retrain_started": None, "last_retrain_finished": None,
+            "retrains": []}
 
-    @contextmanager
-    def update(self):
-        """Read-modify-write under an exclusive lock; the file is replaced atomically."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / "state.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            state = self.read()
-            yield state
-            state["windows"] = state["windows"][-HISTORY:]
-            tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(state, indent=1))
-            os.replace(tmp, self.path)
+
+class MonitorState:
+    KEY = "state/monitoring.json"
+
+    def __init__(self, storage: Storage):
+        self.storage = storage
+
+    def update(self, change: Callable[[dict], Any]) -> Any:
+        """``change(state)`` edits the state in place; it runs again on the fresh state when another
+        process wrote first (so it must not have side effects). Returns what it returned."""
+        def bounded(st: dict) -> Any:
+            out = change(st)
+            st["windows"] = st["windows"][-HISTORY:]
+            return out
+        return update_json(self.storage, self.KEY, bounded, default=_fresh_state)
 
     def read(self) -> dict:
-        if self.path.exists():
-            return json.loads(self.path.read_text())
-        return {"cursor": 0.0, "windows": [], "last_retrain_started": None, "last_retrain_finished": None,
-                "retrains": []}
+        try:
+            return {**_fresh_state(), **json.loads(self.storage.get(self.KEY))}
+        except NotFound:
+            return _fresh_state()
 
 
 class RetrainBusy(RuntimeError):
@@ -73,33 +82,63 @@ class RetrainBusy(RuntimeError):
 
 
 class RetrainLock:
-    def __init__(self, folder: Path, stale_hours: float = STALE_LOCK_HOURS):
-        self.path = Path(folder) / "retrain.lock"
-        self.stale_s = stale_hours * 3600
+    """A lease in the shared store: ``acquire`` takes it when it is free, released or expired
+    (compare-and-swap, so of two pods at once exactly one gets it); ``release`` frees it only for
+    its owner."""
+
+    KEY = "state/retrain-lease.json"
+
+    def __init__(self, storage: Storage, ttl_hours: float = STALE_LOCK_HOURS):
+        self.storage = storage
+        self.ttl_s = ttl_hours * 3600
+        self.owner: str | None = None
+
+    def _read(self) -> dict | None:
+        try:
+            return json.loads(self.storage.get(self.KEY))
+        except NotFound:
+            return None
+
+    def _live(self, info: dict | None, now: float) -> bool:
+        return bool(info) and not info.get("released") and info.get("expires", 0) > now
 
     def holder(self) -> dict | None:
-        try:
-            info = json.loads(self.path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
-        if time.time() - info.get("started", 0) > self.stale_s:
-            return None
-        return info
+        info = self._read()
+        return info if self._live(info, time.time()) else None
 
     def running(self) -> bool:
         return self.holder() is not None
 
     def acquire(self, who: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        holder = self.holder()
-        if holder is None and self.path.exists():  # stale: its process died without releasing
-            self.path.unlink(missing_ok=True)
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            raise RetrainBusy(f"a retraining is already running ({self.holder()})") from None
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"who": who, "pid": os.getpid(), "started": time.time()}, fh)
+        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+        def take(info: dict) -> dict | None:
+            now = time.time()
+            if self._live(info, now):
+                return dict(info)  # held: leave it as it is
+            info.clear()
+            info.update({"who": who, "owner": owner, "pid": os.getpid(), "started": now,
+                         "expires": now + self.ttl_s})
+            return None
+
+        held = update_json(self.storage, self.KEY, take, default=dict)
+        if held is not None:
+            raise RetrainBusy(f"a retraining is already running ({held.get('who')}, owner {held.get('owner')})")
+        self.owner = owner
 
     def release(self) -> None:
-        self.path.unlink(missing_ok=True)
+        if self.owner is None:
+            return
+        owner, self.owner = self.owner, None
+
+        def free(info: dict) -> None:
+            if info.get("owner") == owner:
+                info.update({"released": True, "released_at": time.time()})
+
+        update_json(self.storage, self.KEY, free, default=dict)
+
+
+def shared_state(settings) -> tuple[MonitorState, RetrainLock]:
+    """The monitoring state and the retraining lease in the settings' store."""
+    storage = open_storage(settings.store_url, s3_endpoint_url=settings.s3_endpoint_url)
+    return MonitorState(storage), RetrainLock(storage)

@@ -34,7 +34,7 @@ from models.common import NullReporter, TrainData
 from models.finetune import finetune
 from models.search import family_module
 from monitoring.rules import load_config
-from monitoring.state import MonitorState, RetrainBusy, RetrainLock
+from monitoring.state import RetrainBusy, shared_state
 from validation.gate import eval_fraction, load_gate
 from validation.promote import register_and_act, validate_candidate
 
@@ -77,8 +77,7 @@ def prepare_data(settings, state, gate_cfg, log=_log) -> PreparedData:
         log(f"dataset {m.id} = {m.parent} + {len(y)} labelled production inputs, {frac:.0%} held out for the gate "
             f"(event {ev['delivered']})")
         created = True
-        with state.update() as st:
-            st["feedback_cursor"] = last
+        state.update(lambda st: st.update(feedback_cursor=last))
     try:
         champion = reg.resolve("champion")
         champion_dataset = reg.get(champion).dataset
@@ -215,8 +214,7 @@ def retrain(settings, *, strategy: str = "finetune-replay", reason: str = "manua
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
     t0 = time.time()
-    state = MonitorState(settings.monitoring_dir)
-    lock = RetrainLock(settings.monitoring_dir)
+    state, lock = shared_state(settings)
     try:
         lock.acquire(f"retrain {strategy}: {reason}")
     except RetrainBusy as exc:
@@ -238,8 +236,7 @@ def retrain(settings, *, strategy: str = "finetune-replay", reason: str = "manua
             why = f"no new labelled data since the champion {prep.champion} (dataset {prep.dataset})"
             log(f"skipped: {why}")
             return {**result, "status": "skipped", "why": why}
-        with state.update() as st:  # the cooldown counts from here
-            st["last_retrain_started"] = t0
+        state.update(lambda st: st.update(last_retrain_started=t0))  # the cooldown counts from here
         work = settings.home_dir / "retrain" / time.strftime("%Y%m%dT%H%M%S", time.gmtime(t0))
         if strategy == "automl":
             if sweep is None:
@@ -269,5 +266,5 @@ def retrain(settings, *, strategy: str = "finetune-replay", reason: str = "manua
         return result
     finally:
         lock.release()
-        with state.update() as st:
-            st["last_retrain_finished"] = time.time()
+        finished = time.time()
+        state.update(lambda st: st.update(last_retrain_finished=finished))

@@ -15,7 +15,7 @@ from mnistcl.shifts import apply
 from mnistcl.stores import stores
 from monitoring.check import DRIFT_DETECTED, run_check
 from monitoring.rules import load_config
-from monitoring.state import MonitorState, RetrainLock
+from monitoring.state import shared_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -130,7 +130,7 @@ def test_drift_triggers_once_then_retraining_from_feedback_promotes(champion_hom
     events = [json.loads(line) for line in s.events_log.read_text().splitlines()]
     assert [e["event"] for e in events] == [DRIFT_DETECTED]
 
-    lock = RetrainLock(s.monitoring_dir)
+    state, lock = shared_state(s)
     lock.acquire("another retraining")
     from retraining.retrain import retrain
     assert retrain(s, reason="while busy")["status"] == "skipped"
@@ -152,7 +152,7 @@ def test_drift_triggers_once_then_retraining_from_feedback_promotes(champion_hom
     assert new.gate_verdict == "promote" and set(new.validation["metrics"]["estimators"]) == {"confidence", "atc",
                                                                                               "atc-entropy"}
     assert out["train_images"] == {"new": 540, "replayed": 1080, "replayed_by": "slice", "val_slice": "v2"}  # 2:1
-    st = MonitorState(s.monitoring_dir).read()
+    st = state.read()
     assert st["last_retrain_started"] and st["last_retrain_finished"] >= st["last_retrain_started"]
     assert not lock.running()
     # W&B (offline): the new dataset version and the retraining's candidate are versioned artifacts.

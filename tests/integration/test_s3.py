@@ -89,3 +89,47 @@ def test_cli_against_s3(s3_env, monkeypatch, tmp_path, mnist_small):
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(app, ["data", "list"])
     assert "v2" in r.output and f"s3://{bucket}/cli" in r.output
+
+
+def _s3_bump(url, endpoint, n):
+    import os
+
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    from mnistcl.storage import S3Storage
+    from monitoring.state import MonitorState
+
+    state = MonitorState(S3Storage(url, endpoint_url=endpoint))
+    for _ in range(n):
+        state.update(lambda st: st.update(cursor=st["cursor"] + 1))
+
+
+def test_shared_state_on_s3_is_compare_and_swap(s3_env):
+    """Conditional writes against the S3 endpoint: a stale ETag is a Conflict; 3 processes x 15
+    increments of the monitoring cursor all land; the retraining lease goes to one holder."""
+    import multiprocessing as mp
+
+    from mnistcl.storage import Conflict
+    from monitoring.state import MonitorState, RetrainBusy, RetrainLock
+
+    client, bucket, endpoint = s3_env
+    url = f"s3://{bucket}/shared"
+    store = S3Storage(url, endpoint_url=endpoint)
+    store.put("k.json", b"1")
+    _, v1 = store.get_versioned("k.json")
+    store.put("k.json", b"2", if_match=v1)
+    with pytest.raises(Conflict):
+        store.put("k.json", b"3", if_match=v1)
+    assert store.get("k.json") == b"2"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_s3_bump, args=(url, endpoint, 15)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert MonitorState(store).read()["cursor"] == 45
+    a = RetrainLock(store)
+    a.acquire("pod a")
+    with pytest.raises(RetrainBusy):
+        RetrainLock(S3Storage(url, endpoint_url=endpoint)).acquire("pod b")
+    a.release()
+    RetrainLock(S3Storage(url, endpoint_url=endpoint)).acquire("pod b")

@@ -301,10 +301,10 @@ def test_challenger_is_shadowed_logged_and_judged(server, registry, mnist_small,
     cfg = GateConfig(shadow={"judge_every": 50, "max_images": 400})
     # While a retraining runs, its candidate supersedes the challenger: no judgement, no record,
     # and a check that triggered the retraining announces no evidence.
-    from monitoring.state import RetrainLock
+    from monitoring.state import shared_state
     from validation.shadow import announce_evidence
 
-    lock = RetrainLock(settings.monitoring_dir)
+    lock = shared_state(settings)[1]
     lock.acquire("test retraining")
     try:
         wait = judge_challenger(settings, cfg)

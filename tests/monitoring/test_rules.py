@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
+from mnistcl.storage import LocalStorage
 from monitoring import alertmanager, features, relay
 from monitoring.rules import (
     DEFAULT_CONFIG,
@@ -144,17 +145,65 @@ def test_spent_and_stale_breaches_do_not_trigger_again():
     assert not decide(live_breaches(windows, "v1"), cfg, now=0, last_retrain_started=None, retrain_running=False).retrain
 
 
-def test_retrain_lock_is_exclusive_and_stale_locks_expire(tmp_path):
-    a = RetrainLock(tmp_path)
+def test_retrain_lease_is_exclusive_owned_and_expires(tmp_path):
+    store = LocalStorage(tmp_path)
+    a = RetrainLock(store)
     a.acquire("first")
-    assert a.running()
+    assert a.running() and a.holder()["who"] == "first"
     with pytest.raises(RetrainBusy, match="already running"):
-        RetrainLock(tmp_path).acquire("second")
+        RetrainLock(store).acquire("second")
+    RetrainLock(store).release()  # not the owner: nothing happens
+    assert a.running()
     a.release()
     assert not a.running()
-    (tmp_path / "retrain.lock").write_text(json.dumps({"who": "crashed", "started": time.time() - 13 * 3600}))
-    RetrainLock(tmp_path).acquire("after a crash")  # a 13-hour-old lock is stale
-    assert RetrainLock(tmp_path).holder()["who"] == "after a crash"
+    # A holder that died without releasing: its lease expires.
+    store.put(RetrainLock.KEY, json.dumps({"who": "crashed", "owner": "gone", "expires": time.time() - 1}).encode())
+    RetrainLock(store).acquire("after a crash")
+    assert RetrainLock(store).holder()["who"] == "after a crash"
+
+
+def _take_lease(root, barrier, out):
+    from mnistcl.storage import LocalStorage
+    from monitoring.state import RetrainBusy, RetrainLock
+
+    barrier.wait()
+    try:
+        RetrainLock(LocalStorage(root)).acquire("racer")
+        out.put("got it")
+    except RetrainBusy:
+        out.put("busy")
+
+
+def _bump(root, n):
+    from mnistcl.storage import LocalStorage
+    from monitoring.state import MonitorState
+
+    state = MonitorState(LocalStorage(root))
+    for _ in range(n):
+        state.update(lambda st: st.update(cursor=st["cursor"] + 1))
+
+
+def test_shared_state_is_compare_and_swap_across_processes(tmp_path):
+    """Processes sharing one store: 4 x 25 increments of the cursor all land (none lost to a
+    read-modify-write race), and of 6 processes taking the lease at once exactly one gets it."""
+    import multiprocessing as mp
+
+    from monitoring.state import MonitorState
+
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_bump, args=(str(tmp_path), 25)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert MonitorState(LocalStorage(tmp_path)).read()["cursor"] == 100
+    barrier, out = ctx.Barrier(6), ctx.Queue()
+    procs = [ctx.Process(target=_take_lease, args=(str(tmp_path / "lease"), barrier, out)) for _ in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert sorted(out.get(timeout=10) for _ in procs) == ["busy"] * 5 + ["got it"]
 
 
 def test_relay_maps_firing_alerts_to_prefect_events():
