@@ -70,6 +70,13 @@ class MonitorState:
             return out
         return update_json(self.storage, self.KEY, bounded, default=_fresh_state)
 
+    def reset(self) -> None:
+        """A clean slate: for a new prediction log (the cursors point into the old one)."""
+        def fresh(st: dict) -> None:
+            st.clear()
+            st.update(_fresh_state())
+        self.update(fresh)
+
     def read(self) -> dict:
         try:
             return {**_fresh_state(), **json.loads(self.storage.get(self.KEY))}
