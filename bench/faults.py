@@ -75,6 +75,7 @@ def main(argv=None) -> dict:
         "missing_from_log": sum(r["missing_from_log"] for r in runs),
         "recovery_seconds": max(r["recovery_seconds"] for r in runs),
         "recovery_seconds_each": [r["recovery_seconds"] for r in runs],
+        "first_ok_after_restart_seconds_each": [r["first_ok_after_restart_seconds"] for r in runs],
         "answered_200": sum(r["answered_200"] for r in runs),
         "answered_503": sum(r["codes"].get("503", 0) for r in runs),
         "other_answers": sum(n for r in runs for c, n in r["codes"].items() if c not in ("200", "503")),

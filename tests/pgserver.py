@@ -116,4 +116,7 @@ def load_through_outage(url: str, pg: PostgresServer, body: dict, *, before_s: f
         "ready_after": sorted({s for t, s in ready if t > up + (max(late_failures) - up if late_failures else 0) + 1}),
         "recovery_seconds": round(max(0.0, max(late_failures, default=up) - up), 2),
         "ok_after_recovery": sum(1 for a in answers if a[2] == 200 and a[0] >= up),
+        # from the start command (PostgreSQL's own start-up included) to the first 200
+        "first_ok_after_restart_seconds": round(min((a[1] for a in answers if a[2] == 200 and a[0] >= restarting),
+                                                    default=float("nan")) - restarting, 2),
     }
