@@ -200,12 +200,16 @@ def data_verify(
 
 
 @data_app.command("gc")
-def data_gc(ctx: typer.Context) -> None:
+def data_gc(
+    ctx: typer.Context,
+    grace_hours: Annotated[float, typer.Option(min=0, help="Keep unreferenced arrays younger than this: an append "
+                                               "in progress writes its arrays before its manifest.")] = 24.0,
+) -> None:
     """Delete stored arrays that no version references (left by interrupted writes).
 
     Example:
 
-      mnistcl data gc
+      mnistcl data gc --grace-hours 24
     """
-    removed = _store(_settings(ctx)).gc()
+    removed = _store(_settings(ctx)).gc(grace_s=grace_hours * 3600)
     console.print(f"removed {len(removed)} unreferenced objects")

@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +42,7 @@ from mnistcl.images import (
 from mnistcl.storage import AlreadyExists, NotFound, Storage
 
 MANIFEST_SCHEMA = 1
+GC_GRACE_S = 24 * 3600  # gc keeps unreferenced objects this young (an append may be writing them)
 VERSIONS_PREFIX = "datasets/versions/"
 OBJECTS_PREFIX = "datasets/objects/"
 
@@ -238,10 +240,14 @@ class DatasetStore:
         source: str,
         note: str = "",
         progress: Callable[[str], None] | None = None,
+        follow_latest: bool = False,
     ) -> Manifest:
         """Write a new version holding ``parts`` (split -> (images, labels)) on top of ``parent``.
 
         Objects first, manifest last and exclusively: a crash at any point leaves no version.
+        ``follow_latest``: the parent is the latest version at the moment the manifest is
+        committed, re-read on every retry, so two appends on "latest" at once chain instead of
+        forking (the second lands on top of the first, never beside it).
         """
         parent_m = self.manifest(parent) if parent else None
         files: dict[str, FileEntry] = {}
@@ -262,14 +268,15 @@ class DatasetStore:
                     key=key, sha256=digest, bytes=len(data), shape=list(arr.shape), dtype=str(arr.dtype)
                 )
 
-        totals = {k: list(v) for k, v in (parent_m.totals if parent_m else {}).items()}
-        slices = list(parent_m.slices) if parent_m else []
-        lineage_prefix = list(parent_m.lineage) if parent_m else []
-
         for _attempt in range(20):
             vid = self._next_id()
+            if follow_latest:  # "latest" is whatever is latest now: a concurrent append came first
+                ids = self.ids()
+                parent_m = self.manifest(ids[-1]) if ids else None
+            totals = {k: list(v) for k, v in (parent_m.totals if parent_m else {}).items()}
+            lineage_prefix = list(parent_m.lineage) if parent_m else []
             t = {k: list(v) for k, v in totals.items()}
-            sl = list(slices)
+            sl = list(parent_m.slices) if parent_m else []
             for split, c in counts.items():
                 name = {"test": "mnist-test", "eval": vid}.get(split, split)
                 if split in ("test", "eval") and name not in sl:
@@ -337,6 +344,7 @@ class DatasetStore:
         x = as_uint8_images(images)
         y = as_labels(labels, len(x))
         parent_id = self.resolve(parent)
+        follow = parent in (None, "latest")
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(x))
         n_eval = int(round(len(x) * eval_fraction))
@@ -346,14 +354,16 @@ class DatasetStore:
         parts = {"train": (x[tr], y[tr])}
         if n_eval:
             parts["eval"] = (x[ev], y[ev])
-        return self.create(parts, parent=parent_id, source=source, note=note)
+        return self.create(parts, parent=parent_id, source=source, note=note, follow_latest=follow)
 
-    def gc(self) -> list[str]:
-        """Delete objects no manifest references (left by interrupted writes)."""
+    def gc(self, grace_s: float = GC_GRACE_S) -> list[str]:
+        """Delete objects no manifest references (left by interrupted writes), except those
+        younger than ``grace_s``: an append in progress writes its objects before its manifest."""
         used = {f.key for m in self.list() for f in m.files.values()}
         removed = []
+        young = time.time() - grace_s
         for key in self.storage.list(OBJECTS_PREFIX):
-            if key not in used:
+            if key not in used and self.storage.modified(key) < young:
                 self.storage.delete(key)
                 removed.append(key)
         return removed

@@ -192,6 +192,11 @@ class Registry:
         mv = self.get(ref)
         data = self.artifact_bytes(mv.id, kind)
         art = mv.artifacts[kind]
+        # The record names the file: never let it name a path (../, /, a hidden file).
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", art.filename or "") or ".." in art.filename:
+            raise RegistryError(f"model {mv.id}: artifact {kind} has an unsafe file name {art.filename!r}")
+        if not re.fullmatch(r"[0-9a-f]{64}", art.sha256 or ""):
+            raise RegistryError(f"model {mv.id}: artifact {kind} has a malformed sha256 {art.sha256!r}")
         out = Path(dest_dir) / art.sha256[:16] / art.filename
         if not (out.exists() and hashlib.sha256(out.read_bytes()).hexdigest() == art.sha256):
             out.parent.mkdir(parents=True, exist_ok=True)

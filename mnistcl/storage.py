@@ -75,6 +75,10 @@ class Storage(ABC):
     @abstractmethod
     def delete(self, key: str) -> None: ...
 
+    @abstractmethod
+    def modified(self, key: str) -> float:
+        """When the object was last written (epoch seconds)."""
+
     def describe(self, key: str) -> str:
         return f"{self.url.rstrip('/')}/{key}"
 
@@ -153,6 +157,12 @@ class LocalStorage(Storage):
             self._path(key).unlink()
         except FileNotFoundError:
             pass
+
+    def modified(self, key: str) -> float:
+        try:
+            return self._path(key).stat().st_mtime
+        except FileNotFoundError as exc:
+            raise NotFound(f"{self.describe(key)} does not exist") from exc
 
 
 def _fsync_dir(path: Path) -> None:
@@ -264,6 +274,16 @@ class S3Storage(Storage):
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def modified(self, key: str) -> float:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(key))["LastModified"].timestamp()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                raise NotFound(f"{self.describe(key)} does not exist") from exc
+            raise StorageError(f"cannot stat {self.describe(key)}: {exc}") from exc
 
 
 def update_json(storage: Storage, key: str, change: Callable[[dict], Any], *,

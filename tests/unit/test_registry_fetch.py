@@ -36,3 +36,23 @@ def test_concurrent_fetches_of_one_model_all_succeed(tmp_path):
         assert errors == [], errors[0]
         assert len(set(paths)) == 1 and paths[0].read_bytes() == onnx.read_bytes()
         assert not list(cache.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("name", ["../../escape.onnx", "/etc/passwd", ".hidden", "a/b.onnx", ""])
+def test_fetch_refuses_a_record_whose_file_name_is_a_path(tmp_path, name):
+    """The version record names the cached file; a tampered record cannot write outside the cache."""
+    import json
+
+    from mnistcl.registry import VERSIONS, RegistryError
+
+    store = LocalStorage(tmp_path / "store")
+    reg = Registry(store)
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"onnx bytes")
+    mv = reg.register(files={"onnx": onnx}, family="torchnet", config={}, dataset="v1")
+    record = json.loads(store.get(f"{VERSIONS}{mv.id}.json"))
+    record["artifacts"]["onnx"]["filename"] = name
+    store.put(f"{VERSIONS}{mv.id}.json", json.dumps(record).encode())
+    with pytest.raises(RegistryError, match="unsafe file name"):
+        reg.fetch(mv.id, "onnx", tmp_path / "cache" / "deep")
+    assert not (tmp_path / "escape.onnx").exists() and not (tmp_path / "cache").exists()
