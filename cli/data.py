@@ -95,6 +95,7 @@ def data_append(
     from mnistcl.datasets import DatasetError, read_labelled
     from mnistcl.events import announce_dataset_version
     from mnistcl.images import ImageError
+    from monitoring.state import RetrainBusy
 
     settings = _settings(ctx)
     if from_feedback == (path is not None):
@@ -102,15 +103,32 @@ def data_append(
     store = _store(settings)
     try:
         if from_feedback:
-            from mnistcl.predictions import labelled_feedback
+            from mnistcl.predlog import PredictionLog
+            from monitoring.state import shared_state
 
-            x, y, n_req = labelled_feedback(settings.predictions_db_path, since=_parse_since(since))
-            source = f"feedback: {len(y)} labelled production inputs from {n_req} requests"
+            # Under the retraining lease: the retrain's feedback path and this one share one cursor
+            # (the store's feedback watermark), and only one of them moves it at a time.
+            lease = shared_state(settings)[1]
+            lease.acquire("data append --from-feedback")
+            try:
+                start = store.feedback_watermark()
+                x, y, last, n_req = PredictionLog(settings.predictions_db_path).labelled_after(
+                    start, since=_parse_since(since))
+                if not len(y):
+                    raise ImageError(f"no labelled production inputs after feedback #{start} in the prediction log "
+                                     "(send feedback for earlier predictions first)")
+                source = f"feedback: {len(y)} labelled production inputs from {n_req} requests"
+                m = store.append(x, y, parent=parent, source=source, eval_fraction=eval_fraction,
+                                 seed=seed, note=note, feedback=(start, last))
+            finally:
+                lease.release()
         else:
             x, y = read_labelled(path)
             source = f"append: {path.name}"
-        m = store.append(x, y, parent=parent, source=source, eval_fraction=eval_fraction,
-                         seed=seed, note=note)
+            m = store.append(x, y, parent=parent, source=source, eval_fraction=eval_fraction,
+                             seed=seed, note=note)
+    except RetrainBusy as exc:
+        _fail(f"nothing written: {exc}; try again when it has finished")
     except (ImageError, DatasetError) as exc:
         _fail(f"nothing written: {exc}")
     ev = announce_dataset_version(m, settings)

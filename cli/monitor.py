@@ -154,3 +154,31 @@ def retrain_cmd(
                       + ", ".join(f"{k} {v:.4f} (champion {gate['champion_accuracy'].get(k, float('nan')):.4f})"
                                   for k, v in gate["accuracy"].items() if k != "newest"))
         console.print(f"report: {gate['report_md']}")
+
+
+@monitor_app.command("retention")
+def monitor_retention(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would go; delete nothing.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Delete logged images, rejected payloads, reports, outbox emails and event-log lines older
+    than their retention age (settings `retention`, e.g. MNISTCL_RETENTION__REPORTS_DAYS=7).
+
+    Logged images the monitoring has not checked, or whose label no dataset version holds yet,
+    are kept whatever their age. The `retention` deployment runs this daily.
+
+    Example:
+
+      mnistcl monitor retention --dry-run
+    """
+    from monitoring.retention import apply_retention
+
+    out = apply_retention(_settings(ctx), dry_run=dry_run)
+    if as_json:
+        print_json(out)
+        return
+    verb = "would remove" if dry_run else "removed"
+    for kind, n in out["removed"].items():
+        console.print(f"{kind}: {verb} {n}" + (f" (kept back {out['kept_back'][kind]}: still needed)"
+                                               if out["kept_back"].get(kind) else ""))

@@ -171,19 +171,20 @@ def predictions_export(
 
       mnistcl predictions export --since 7d --format csv -o last-week.csv
     """
-    from mnistcl.predictions import export_csv, read_predictions
+    from mnistcl.predictions import read_predictions, write_csv
 
     settings = _settings(ctx)
     fmt = value(fmt)
     rows = read_predictions(settings.predictions_db_path, since=_parse_since(since), labelled_only=labelled_only)
-    if fmt == "csv":
-        text = export_csv(rows)
+    if fmt == "csv":  # streamed: one batch of rows in memory, whatever the size of the log
         if out:
-            out.write_text(text)
-            console.print(f"wrote {len(rows)} rows to {out}")
+            with open(out, "w", newline="") as fh:
+                n = write_csv(rows, fh)
+            console.print(f"wrote {n} rows to {out}")
         else:
-            sys.stdout.write(text)
+            write_csv(rows, sys.stdout)
     else:
+        rows = list(rows)
         import numpy as np
 
         if not out:

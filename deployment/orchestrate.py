@@ -108,7 +108,7 @@ def create_pools(api_url: str, home: Path, kubernetes: bool = True) -> None:
 
 def deploy(api_url: str, home: Path, names: list[str] | None = None) -> str:
     """``prefect deploy`` of prefect.yaml's deployments (all local ones by default)."""
-    names = names or ["train", "monitor", "retrain", "judge"]
+    names = names or ["train", "monitor", "retrain", "judge", "retention"]
     args = ["--no-prompt", "deploy", "--prefect-file", str(PREFECT_YAML)]
     for n in names:
         args += ["--name", n]

@@ -80,6 +80,11 @@ class Manifest(BaseModel):
     totals: dict[str, list[int]]  # cumulative over the lineage: train pool and every eval slice
     slices: list[str]  # evaluation slices visible from this version, oldest first
     lineage: list[str]  # root ... self
+    # Production feedback in this version: every labelled input of the prediction log with a
+    # feedback sequence number in (feedback_from, feedback_through]. Committed with the manifest,
+    # so the cursor of "what is already learned" can never disagree with the data.
+    feedback_from: int | None = None
+    feedback_through: int | None = None
 
     @property
     def n_images(self) -> int:
@@ -241,6 +246,7 @@ class DatasetStore:
         note: str = "",
         progress: Callable[[str], None] | None = None,
         follow_latest: bool = False,
+        feedback: tuple[int, int] | None = None,
     ) -> Manifest:
         """Write a new version holding ``parts`` (split -> (images, labels)) on top of ``parent``.
 
@@ -248,6 +254,9 @@ class DatasetStore:
         ``follow_latest``: the parent is the latest version at the moment the manifest is
         committed, re-read on every retry, so two appends on "latest" at once chain instead of
         forking (the second lands on top of the first, never beside it).
+        ``feedback``: (from, through) feedback sequence numbers of the prediction log this version
+        holds; refused when another version already holds feedback past ``from`` (each
+        feedback row enters exactly one version).
         """
         parent_m = self.manifest(parent) if parent else None
         files: dict[str, FileEntry] = {}
@@ -269,6 +278,9 @@ class DatasetStore:
                 )
 
         for _attempt in range(20):
+            if feedback is not None and self.feedback_watermark() != feedback[0]:
+                raise DatasetError(f"feedback after #{feedback[0]} is already in a dataset version (now up to "
+                                   f"#{self.feedback_watermark()}): read the feedback again")
             vid = self._next_id()
             if follow_latest:  # "latest" is whatever is latest now: a concurrent append came first
                 ids = self.ids()
@@ -294,6 +306,8 @@ class DatasetStore:
                 totals=t,
                 slices=sl,
                 lineage=[*lineage_prefix, vid],
+                feedback_from=feedback[0] if feedback else None,
+                feedback_through=feedback[1] if feedback else None,
             )
             try:
                 self.storage.put(
@@ -337,8 +351,10 @@ class DatasetStore:
         eval_fraction: float = 0.2,
         seed: int = 0,
         note: str = "",
+        feedback: tuple[int, int] | None = None,
     ) -> Manifest:
-        """A new version = ``parent`` + these labelled images, split into train and eval parts."""
+        """A new version = ``parent`` + these labelled images, split into train and eval parts;
+        ``feedback``: they are the prediction log's feedback (from, through], see ``create``."""
         if not 0.0 <= eval_fraction < 1.0:
             raise DatasetError(f"eval fraction must be in [0, 1), got {eval_fraction}")
         x = as_uint8_images(images)
@@ -354,7 +370,13 @@ class DatasetStore:
         parts = {"train": (x[tr], y[tr])}
         if n_eval:
             parts["eval"] = (x[ev], y[ev])
-        return self.create(parts, parent=parent_id, source=source, note=note, follow_latest=follow)
+        return self.create(parts, parent=parent_id, source=source, note=note, follow_latest=follow,
+                           feedback=feedback)
+
+    def feedback_watermark(self) -> int:
+        """The highest feedback sequence number any version holds (0: none): where the next
+        append from the prediction log starts, whoever makes it (a retraining or the CLI)."""
+        return max((m.feedback_through or 0 for m in self.list()), default=0)
 
     def gc(self, grace_s: float = GC_GRACE_S) -> list[str]:
         """Delete objects no manifest references (left by interrupted writes), except those

@@ -19,7 +19,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,18 @@ CREATE TABLE IF NOT EXISTS rejected (
     endpoint TEXT NOT NULL,
     reason TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS log_counters (
+    name TEXT PRIMARY KEY,
+    n BIGINT NOT NULL
+);
+INSERT INTO log_counters (name, n) VALUES ('feedback', 0) ON CONFLICT DO NOTHING;
+INSERT INTO log_counters (name, n) VALUES ('predictions', 0) ON CONFLICT DO NOTHING;
 """
+
+# Sequence numbers added to logs made before them: column -> (which rows, their order).
+_NUMBERED = {"seq": ("TRUE", "at, request_id, item"),
+             "feedback_seq": ("feedback IS NOT NULL", "feedback_at, request_id, item")}
+_COUNTER = {"seq": "predictions", "feedback_seq": "feedback"}
 
 _SCHEMA_LOCK = 0x6D6E6973  # advisory lock key ("mnis") guarding schema creation
 CONNECT_TIMEOUT_S = 3
@@ -116,8 +127,34 @@ class PredictionLog:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                 for stmt in filter(str.strip, ddl.split(";")):
                     conn.execute(stmt)
+                cols = {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns "
+                                                   "WHERE table_name = 'predictions'").fetchall()}
+                for col in _NUMBERED:
+                    if col not in cols:
+                        conn.execute(f"ALTER TABLE predictions ADD COLUMN {col} BIGINT")
+                        self._number_old_rows(conn, col)
+                    conn.execute(f"CREATE INDEX IF NOT EXISTS predictions_{col} ON predictions({col})")
         else:
             conn.executescript(ddl)
+            for col in _NUMBERED:
+                if col not in {r[1] for r in conn.execute("PRAGMA table_info(predictions)")}:
+                    conn.execute("BEGIN IMMEDIATE")
+                    if col not in {r[1] for r in conn.execute("PRAGMA table_info(predictions)")}:
+                        conn.execute(f"ALTER TABLE predictions ADD COLUMN {col} INTEGER")
+                        self._number_old_rows(conn, col)
+                    conn.execute("COMMIT")  # (or another process migrated it first)
+                conn.execute(f"CREATE INDEX IF NOT EXISTS predictions_{col} ON predictions({col})")
+
+    def _number_old_rows(self, conn, col: str) -> None:
+        """A log from before sequence numbers: number its rows in the order they came."""
+        p = self.ph
+        which, order = _NUMBERED[col]
+        keys = conn.execute(f"SELECT request_id, item FROM predictions WHERE {which} ORDER BY {order}").fetchall()
+        rows = [(i + 1, rid, item) for i, (rid, item) in enumerate(keys)]
+        if rows:
+            cur = conn.cursor()
+            cur.executemany(f"UPDATE predictions SET {col} = {p} WHERE request_id = {p} AND item = {p}", rows)
+        conn.execute(f"UPDATE log_counters SET n = {p} WHERE name = {p}", (len(rows), _COUNTER[col]))
 
     def _conn(self):
         conn = getattr(self._local, "conn", None)
@@ -156,24 +193,31 @@ class PredictionLog:
                                          f"{str(exc).strip() or type(exc).__name__}") from exc
         raise AssertionError("unreachable")
 
-    def _tx(self, statements: list[tuple[str, list]]) -> None:
-        """Run statements in one transaction (all or nothing)."""
+    def _transaction(self, body: Callable[[Any], Any]) -> Any:
+        """``body(connection)`` in one write transaction (all or nothing), with the fault handling
+        of ``_run``."""
         def tx(conn):
             if self.pg:
-                with conn.transaction(), conn.cursor() as cur:
-                    for sql, rows in statements:
-                        cur.executemany(sql, rows)
-                return
+                with conn.transaction():
+                    return body(conn)
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for sql, rows in statements:
-                    conn.executemany(sql, rows)
+                out = body(conn)
                 conn.execute("COMMIT")
+                return out
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-        self._run(tx)
+        return self._run(tx)
+
+    def _tx(self, statements: list[tuple[str, list]]) -> None:
+        """Run statements in one transaction (all or nothing)."""
+        def run(conn):
+            cur = conn.cursor()
+            for sql, rows in statements:
+                cur.executemany(sql, rows)
+        self._transaction(run)
 
     def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
         def query(conn):
@@ -199,15 +243,26 @@ class PredictionLog:
         rows = [(request_id, i, now, model_version, kind, px[i].tobytes(), json.dumps([round(float(p), 6) for p in probs[i]]),
                  int(probs[i].argmax()), float(probs[i].max())) for i in range(len(images))]
         p = self.ph
-        # ON CONFLICT DO NOTHING: a write retried after its commit went through (the answer lost
-        # with the connection) adds nothing; request ids are fresh UUIDs, so nothing else collides.
-        statements = [(f"INSERT INTO predictions (request_id, item, at, model_version, input_kind, image, probs, digit, "
-                       f"confidence) VALUES ({', '.join([p] * 9)}) ON CONFLICT DO NOTHING", rows)]
-        for version, sp in shadow or []:
-            statements.append((f"INSERT INTO shadow (request_id, item, model_version, digit, confidence) "
-                               f"VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT DO NOTHING",
-                               [(request_id, i, version, int(sp[i].argmax()), float(sp[i].max())) for i in range(len(sp))]))
-        self._tx(statements)
+
+        def write(conn):
+            cur = conn.cursor()
+            # Sequence numbers from a counter row updated in this transaction: its lock is held
+            # to the commit, so rows commit in number order and the monitoring cursor (a number)
+            # never passes a row that commits later. (The cost on PostgreSQL: prediction writes
+            # take that row lock one at a time, for the length of one short transaction.)
+            cur.execute(f"UPDATE log_counters SET n = n + {len(rows)} WHERE name = 'predictions' RETURNING n")
+            first = int(cur.fetchone()[0]) - len(rows) + 1
+            # ON CONFLICT DO NOTHING: a write retried after its commit went through (the answer
+            # lost with the connection) adds nothing; request ids are fresh UUIDs.
+            cur.executemany(f"INSERT INTO predictions (request_id, item, at, model_version, input_kind, image, probs, "
+                            f"digit, confidence, seq) VALUES ({', '.join([p] * 10)}) ON CONFLICT DO NOTHING",
+                            [(*r, first + i) for i, r in enumerate(rows)])
+            for version, sp in shadow or []:
+                cur.executemany(f"INSERT INTO shadow (request_id, item, model_version, digit, confidence) "
+                                f"VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT DO NOTHING",
+                                [(request_id, i, version, int(sp[i].argmax()), float(sp[i].max()))
+                                 for i in range(len(sp))])
+        self._transaction(write)
 
     def log_rejected(self, endpoint: str, reason: str) -> None:
         p = self.ph
@@ -223,8 +278,20 @@ class PredictionLog:
         if len(labels) != len(rows):
             raise ValueError(f"request {request_id} had {len(rows)} images but {len(labels)} labels were given")
         now = time.time()
-        self._tx([(f"UPDATE predictions SET feedback = {p}, feedback_at = {p} WHERE request_id = {p} AND item = {p}",
-                   [(int(lbl), now, request_id, item) for (item, _), lbl in zip(rows, labels, strict=True)])])
+
+        def label(conn):
+            # The feedback sequence number comes from a counter row updated in the same
+            # transaction: its lock (PostgreSQL's row lock, SQLite's write lock) is held to the
+            # commit, so numbers commit in order and a reader that has seen n has seen all below n.
+            cur = conn.cursor()
+            cur.execute("UPDATE log_counters SET n = n + 1 WHERE name = 'feedback' RETURNING n")
+            seq = int(cur.fetchone()[0])
+            # The same label sent again changes nothing (and is not learned twice).
+            cur.executemany(f"UPDATE predictions SET feedback = {p}, feedback_at = {p}, feedback_seq = {p} "
+                            f"WHERE request_id = {p} AND item = {p} AND (feedback IS NULL OR feedback <> {p})",
+                            [(int(lbl), now, seq, request_id, item, int(lbl))
+                             for (item, _), lbl in zip(rows, labels, strict=True)])
+        self._transaction(label)
         return [(digit, int(lbl)) for (_, digit), lbl in zip(rows, labels, strict=True)]
 
     # ---------------------------------------------------------------- reading
@@ -237,27 +304,35 @@ class PredictionLog:
     def rejected_count(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM rejected")[0][0])
 
-    def window(self, *, after: float, limit: int, max_per_request: int = 64) -> list[tuple]:
-        """The next ``limit`` images logged after time ``after`` (never half a request):
-        rows of (at, digit, confidence, feedback or -1, image bytes, probabilities JSON, model version),
-        oldest first."""
-        rows = self._query(f"SELECT at, digit, confidence, COALESCE(feedback, -1), image, probs, model_version "
-                           f"FROM predictions "
-                           f"WHERE at > {self.ph} ORDER BY at, request_id, item LIMIT {int(limit) + max_per_request}",
-                           (after,))
+    def window(self, *, after: int, limit: int, max_per_request: int = 64) -> list[tuple]:
+        """The next ``limit`` images with a sequence number above ``after`` (never half a
+        request): rows of (at, digit, confidence, feedback or -1, image bytes, probabilities JSON,
+        model version, sequence number, request id), in number order."""
+        rows = self._query(f"SELECT at, digit, confidence, COALESCE(feedback, -1), image, probs, model_version, seq, "
+                           f"request_id FROM predictions WHERE seq > {self.ph} ORDER BY seq "
+                           f"LIMIT {int(limit) + max_per_request}", (int(after),))
         if len(rows) <= limit:
             return rows
-        cut = rows[limit - 1][0]
-        return [r for r in rows if r[0] <= cut]
+        last = rows[limit - 1][8]
+        end = limit
+        while end < len(rows) and rows[end][8] == last:
+            end += 1
+        return rows[:end]
 
-    def labelled_after(self, feedback_after: float) -> tuple[np.ndarray, np.ndarray, float]:
-        """Inputs whose true label arrived after ``feedback_after``: (uint8 images, labels, last feedback time)."""
-        rows = self._query(f"SELECT image, feedback, feedback_at FROM predictions WHERE feedback IS NOT NULL "
-                           f"AND feedback_at > {self.ph} ORDER BY feedback_at", (feedback_after,))
+    def labelled_after(self, feedback_seq: int, *, since: float = 0.0,
+                       ) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """Inputs whose true label has a feedback sequence number above ``feedback_seq`` (and
+        that were logged at or after ``since``): (uint8 images, labels, the highest sequence
+        number read, number of requests). Sequence numbers commit in order, so reading above
+        the last one read misses nothing and repeats nothing."""
+        p = self.ph
+        rows = self._query(f"SELECT image, feedback, feedback_seq, request_id FROM predictions "
+                           f"WHERE feedback_seq > {p} AND at >= {p} ORDER BY feedback_seq, request_id, item",
+                           (int(feedback_seq), since))
         if not rows:
-            return np.zeros((0, 28, 28), np.uint8), np.zeros((0,), np.uint8), feedback_after
+            return np.zeros((0, 28, 28), np.uint8), np.zeros((0,), np.uint8), int(feedback_seq), 0
         x = np.stack([np.frombuffer(bytes(r[0]), np.uint8).reshape(28, 28) for r in rows])
-        return x, np.array([r[1] for r in rows], dtype=np.uint8), float(rows[-1][2])
+        return (x, np.array([r[1] for r in rows], dtype=np.uint8), int(rows[-1][2]), len({r[3] for r in rows}))
 
     def paired_outcomes(self, a: str, b: str, *, since: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """Labelled images logged at or after ``since`` that both model versions scored (one
@@ -296,13 +371,49 @@ class PredictionLog:
         return int(self._query(f"SELECT COUNT(*) FROM rejected WHERE at > {p} AND at <= {p} AND endpoint = {p}",
                                (start, end, endpoint))[0][0])
 
+    def delete_old(self, *, before: float, checked_through: int, learned_through: int,
+                   dry_run: bool = False) -> tuple[int, int]:
+        """Retention: delete logged images older than ``before`` (with their shadow answers),
+        except those the monitoring has not checked yet (number above ``checked_through``) and
+        labelled ones no dataset version holds yet (feedback number above ``learned_through``).
+        Returns (deleted, kept back by those two rules)."""
+        p = self.ph
+
+        def safe(t: str) -> str:
+            return f"{t}at < {p} AND {t}seq <= {p} AND ({t}feedback_seq IS NULL OR {t}feedback_seq <= {p})"
+        args = (before, int(checked_through), int(learned_through))
+        n_old = int(self._query(f"SELECT COUNT(*) FROM predictions WHERE at < {p}", (before,))[0][0])
+        n_safe = int(self._query(f"SELECT COUNT(*) FROM predictions WHERE {safe('')}", args)[0][0])
+        if not dry_run and n_safe:
+            def delete(conn):
+                cur = conn.cursor()
+                cur.execute("DELETE FROM shadow WHERE EXISTS (SELECT 1 FROM predictions q WHERE q.request_id = "
+                            f"shadow.request_id AND q.item = shadow.item AND {safe('q.')})", args)
+                cur.execute(f"DELETE FROM predictions WHERE {safe('')}", args)
+            self._transaction(delete)
+        return n_safe, n_old - n_safe
+
+    def delete_rejected(self, *, before: float, dry_run: bool = False) -> int:
+        p = self.ph
+        n = int(self._query(f"SELECT COUNT(*) FROM rejected WHERE at < {p}", (before,))[0][0])
+        if n and not dry_run:
+            self._tx([(f"DELETE FROM rejected WHERE at < {p}", [(before,)])])
+        return n
+
     def read(self, *, since: float = 0.0, labelled_only: bool = False) -> list[dict]:
-        sql = ("SELECT request_id, item, at, model_version, digit, confidence, feedback, probs, image FROM predictions "
-               f"WHERE at >= {self.ph}" + (" AND feedback IS NOT NULL" if labelled_only else "")
-               + " ORDER BY at, request_id, item")
-        out = []
-        for rid, item, at, ver, digit, conf, fb, probs, image in self._query(sql, (since,)):
-            out.append({"request_id": rid, "item": item, "at": at, "model_version": ver, "digit": digit,
-                        "confidence": conf, "feedback": fb, "probs": json.loads(probs),
-                        "image": np.frombuffer(bytes(image), dtype=np.uint8).reshape(28, 28)})
-        return out
+        return list(self.iter_rows(since=since, labelled_only=labelled_only))
+
+    def iter_rows(self, *, since: float = 0.0, labelled_only: bool = False, batch: int = 2000) -> Iterator[dict]:
+        """Logged images at or after ``since``, in number order, ``batch`` rows per query (an
+        export of any size holds one batch in memory)."""
+        p = self.ph
+        sql = ("SELECT request_id, item, at, model_version, digit, confidence, feedback, probs, image, seq "
+               f"FROM predictions WHERE at >= {p} AND seq > {p}" + (" AND feedback IS NOT NULL" if labelled_only else "")
+               + f" ORDER BY seq LIMIT {int(batch)}")
+        after = 0
+        while rows := self._query(sql, (since, after)):
+            for rid, item, at, ver, digit, conf, fb, probs, image, _ in rows:
+                yield {"request_id": rid, "item": item, "at": at, "model_version": ver, "digit": digit,
+                       "confidence": conf, "feedback": fb, "probs": json.loads(probs),
+                       "image": np.frombuffer(bytes(image), dtype=np.uint8).reshape(28, 28)}
+            after = rows[-1][9]

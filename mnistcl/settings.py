@@ -13,12 +13,33 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 class ConfigError(ValueError):
     """The configuration file or an environment variable is invalid."""
+
+
+class Retention(BaseModel):
+    """Ages after which stored things are deleted (days; None keeps them forever). Applied by
+    `mnistcl retention apply` and the scheduled `retention` deployment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prediction_images_days: float | None = Field(
+        default=90, gt=0, description="Logged inputs and outputs; never one the monitoring has not checked yet or "
+        "whose label no dataset version holds yet.")
+    rejected_days: float | None = Field(default=30, gt=0, description="Rejected payloads' reasons.")
+    reports_days: float | None = Field(default=30, gt=0, description="Check reports, drift HTML, retraining work folders.")
+    outbox_days: float | None = Field(default=30, gt=0, description="Alert emails written to the outbox.")
+    events_days: float | None = Field(default=90, gt=0, description="Lines of the local event log.")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _forever(cls, v: Any) -> Any:
+        """``never`` (or null, none, empty: how an environment variable says None) keeps forever."""
+        return None if isinstance(v, str) and v.strip().lower() in {"", "null", "none", "never"} else v
 
 
 class Settings(BaseSettings):
@@ -89,6 +110,8 @@ class Settings(BaseSettings):
         description="Bearer token the Alertmanager relay requires on every POST (use MNISTCL_RELAY_TOKEN); "
                     "empty: none (the local default, 127.0.0.1 only).",
     )
+    retention: Retention = Field(default_factory=Retention,
+                                 description="Retention ages (MNISTCL_RETENTION__REPORTS_DAYS=7, ...).")
     pushgateway_url: str = Field(
         default="",
         description="Prometheus Pushgateway (http://host:9091) that each monitoring check pushes its gauges to "

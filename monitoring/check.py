@@ -209,7 +209,8 @@ def run_check(settings, cfg: MonitoringConfig | None = None, *, notify: bool = T
 
     cfg = cfg or load_config(settings.monitoring_config or None)
     state, lock = shared_state(settings)
-    cursor = state.read()["cursor"]
+    st0 = state.read()
+    cursor, cursor_at = int(st0["cursor"]), float(st0.get("cursor_at") or 0.0)
     plog = PredictionLog(settings.predictions_db_path)
     rows = plog.window(after=cursor, limit=cfg.window_images)
     if len(rows) < cfg.min_images:
@@ -220,7 +221,7 @@ def run_check(settings, cfg: MonitoringConfig | None = None, *, notify: bool = T
     digits = np.array([r[1] for r in rows])
     conf = np.array([r[2] for r in rows], dtype=np.float64)
     fb = np.array([r[3] for r in rows])
-    n_rejected = plog.rejected_between(cursor, end)
+    n_rejected = plog.rejected_between(cursor_at, end)  # rejected payloads have no number: by time
     stamp = datetime.fromtimestamp(end, UTC).strftime("%Y%m%dT%H%M%S") + f"-{int(end * 1000) % 1000:03d}"
     folder = settings.monitoring_dir / "checks" / stamp
     references, dataset = reference_features(settings, cfg)
@@ -239,9 +240,9 @@ def run_check(settings, cfg: MonitoringConfig | None = None, *, notify: bool = T
     running = lock.running()
 
     def record(st: dict) -> Decision | None:
-        if st["cursor"] != cursor:  # another check took this window first: it counts once
+        if int(st["cursor"]) != cursor:  # another check took this window first: it counts once
             return None
-        st["cursor"] = end
+        st["cursor"], st["cursor_at"] = int(rows[-1][7]), end
         st["windows"].append({"end": end, "breach": res.breach, "reasons": reasons, "drift_share": drift.share,
                               "champion_data": dataset})
         now = time.time()

@@ -51,7 +51,7 @@ def decide(breaches: list[bool], trig: TriggerConfig, *, now: float, last_retrai
 
 
 def _fresh_state() -> dict:
-    return {"cursor": 0.0, "windows": [], "last_retrain_started": None, "last_retrain_finished": None,
+    return {"cursor": 0, "cursor_at": 0.0, "windows": [], "last_retrain_started": None, "last_retrain_finished": None,
             "retrains": []}
 
 

@@ -62,22 +62,22 @@ def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def prepare_data(settings, state, gate_cfg, log=_log) -> PreparedData:
+def prepare_data(settings, gate_cfg, log=_log) -> PreparedData:
     """Turn feedback labelled since the last retraining into a new dataset version; the held-out
     share of the batch is sized by the evidence the gate needs (validation.gate.eval_fraction)."""
     ds_store, reg = stores(settings)
-    cursor = float(state.read().get("feedback_cursor") or 0.0)
-    x, y, last = PredictionLog(settings.predictions_db_path).labelled_after(cursor)
+    # The cursor is the store's own: the highest feedback number any dataset version holds.
+    cursor = ds_store.feedback_watermark()
+    x, y, last, _ = PredictionLog(settings.predictions_db_path).labelled_after(cursor)
     created = False
     if len(y):
         frac = eval_fraction(len(y), gate_cfg.evidence, gate_cfg.gate_alpha)
         m = ds_store.append(x, y, parent=None, source=f"feedback: {len(y)} labelled production inputs (retrain)",
-                            eval_fraction=frac, seed=settings.seed)
+                            eval_fraction=frac, seed=settings.seed, feedback=(cursor, last))
         ev = announce_dataset_version(m, settings, origin="retrain")
-        log(f"dataset {m.id} = {m.parent} + {len(y)} labelled production inputs, {frac:.0%} held out for the gate "
-            f"(event {ev['delivered']})")
+        log(f"dataset {m.id} = {m.parent} + {len(y)} labelled production inputs (feedback #{cursor + 1}-#{last}), "
+            f"{frac:.0%} held out for the gate (event {ev['delivered']})")
         created = True
-        state.update(lambda st: st.update(feedback_cursor=last))
     try:
         champion = reg.resolve("champion")
         champion_dataset = reg.get(champion).dataset
@@ -229,7 +229,7 @@ def retrain(settings, *, strategy: str = "finetune-replay", reason: str = "manua
             log(f"skipped: {why}")
             return {"status": "skipped", "why": why, "reason": reason}
         gate_cfg = load_gate(gate_path)
-        prep = prepare_data(settings, state, gate_cfg, log=log)
+        prep = prepare_data(settings, gate_cfg, log=log)
         result: dict[str, Any] = {"reason": reason, "strategy": strategy, "dataset": prep.dataset,
                                   "n_feedback": prep.n_feedback, "champion_before": prep.champion}
         if prep.champion and prep.dataset == prep.champion_dataset and not force:

@@ -45,8 +45,8 @@ def prefect(tmp_path_factory):
         if not orch.wait_for_api(api):
             pytest.fail("Prefect server did not start:\n" + (work / "server.log").read_text()[-3000:])
         orch.create_pools(api, work / "home")
-        out = orch.deploy(api, work / "home", ["train", "monitor", "retrain", "judge", "train-k8s", "monitor-k8s",
-                                               "retrain-k8s", "judge-k8s"])
+        out = orch.deploy(api, work / "home", ["train", "monitor", "retrain", "judge", "retention", "train-k8s",
+                                               "monitor-k8s", "retrain-k8s", "judge-k8s", "retention-k8s"])
         yield {"api": api, "home": work / "home", "work": work, "deploy_output": out}
     finally:
         launch.stop(server, term_wait=30)
@@ -74,6 +74,9 @@ def test_deployments_pools_schedules_and_limits(prefect):
     judge = deployment(api, "judge")  # the challenger's judgement: hourly, and on new shadow evidence
     assert judge["schedules"][0]["schedule"]["interval"] == 3600 and judge["work_pool_name"] == "mnistcl-local"
     assert deployment(api, "judge-k8s")["job_variables"]["gpu_limit"] == 0
+    retention = deployment(api, "retention")  # retention ages applied daily
+    assert [s["schedule"].get("cron") for s in retention["schedules"]] == ["30 4 * * *"]
+    assert deployment(api, "retention-k8s")["job_variables"]["gpu_limit"] == 0
     autos = httpx.post(f"{api}/automations/filter", json={}, timeout=10).json()
     expects = sorted(e for a in autos for e in a["trigger"].get("expect", []))
     assert expects.count("mnistcl.drift.detected") == 2 and expects.count("mnistcl.dataset.updated") == 2
