@@ -12,7 +12,6 @@ from rich.table import Table
 from cli.app import (
     AsJson,
     _fail,
-    _parse_since,
     _settings,
     _store,
     console,
@@ -77,7 +76,6 @@ def data_append(
     from_feedback: Annotated[
         bool, typer.Option("--from-feedback", help="Use the production inputs whose true label came back (prediction log).")
     ] = False,
-    since: Annotated[str | None, typer.Option(help="With --from-feedback: only inputs since (ISO time or 6h, 7d).")] = None,
 ) -> None:
     """Make a new dataset version from a parent plus new labelled images.
 
@@ -90,7 +88,7 @@ def data_append(
 
       mnistcl data append ./pngs/          # pngs/3/a.png, pngs/7/b.png, ...
 
-      mnistcl data append --from-feedback --since 7d
+      mnistcl data append --from-feedback   # the labels no version holds yet, each once
     """
     from mnistcl.datasets import DatasetError, read_labelled
     from mnistcl.events import announce_dataset_version
@@ -103,25 +101,23 @@ def data_append(
     store = _store(settings)
     try:
         if from_feedback:
+            from mnistcl.predictions import append_feedback
             from mnistcl.predlog import PredictionLog
-            from monitoring.state import shared_state
+            from monitoring.state import retrain_lease
 
             # Under the retraining lease: the retrain's feedback path and this one share one cursor
             # (the store's feedback watermark), and only one of them moves it at a time.
-            lease = shared_state(settings)[1]
+            lease = retrain_lease(settings)
             lease.acquire("data append --from-feedback")
             try:
-                start = store.feedback_watermark()
-                x, y, last, n_req = PredictionLog(settings.predictions_db_path).labelled_after(
-                    start, since=_parse_since(since))
-                if not len(y):
-                    raise ImageError(f"no labelled production inputs after feedback #{start} in the prediction log "
-                                     "(send feedback for earlier predictions first)")
-                source = f"feedback: {len(y)} labelled production inputs from {n_req} requests"
-                m = store.append(x, y, parent=parent, source=source, eval_fraction=eval_fraction,
-                                 seed=seed, note=note, feedback=(start, last))
+                m, _ = append_feedback(store, PredictionLog(settings.predictions_db_path),
+                                       source="feedback: {n} labelled production inputs from {requests} requests",
+                                       parent=parent, eval_fraction=eval_fraction, seed=seed, note=note)
             finally:
                 lease.release()
+            if m is None:
+                raise ImageError("no labelled production inputs that no dataset version holds yet "
+                                 "(send feedback for earlier predictions first)")
         else:
             x, y = read_labelled(path)
             source = f"append: {path.name}"
@@ -132,7 +128,7 @@ def data_append(
     except (ImageError, DatasetError) as exc:
         _fail(f"nothing written: {exc}")
     ev = announce_dataset_version(m, settings)
-    console.print(f"created dataset version [bold]{m.id}[/bold] from {m.parent} + {len(y):,} images ({m.source}) "
+    console.print(f"created dataset version [bold]{m.id}[/bold] from {m.parent} + {m.n_images:,} images ({m.source}) "
                   f"(event {ev['event']} -> {ev['delivered']})")
     print_manifest(m)
 

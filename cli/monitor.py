@@ -78,10 +78,10 @@ def monitor_status(ctx: typer.Context, as_json: AsJson = False) -> None:
 
       mnistcl monitor status
     """
-    from monitoring.state import shared_state
+    from monitoring.state import monitor_state, retrain_lease
 
     settings = _settings(ctx)
-    state, lock = shared_state(settings)
+    state, lock = monitor_state(settings), retrain_lease(settings)
     st = state.read()
     holder = lock.holder()
     if as_json:

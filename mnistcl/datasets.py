@@ -83,6 +83,7 @@ class Manifest(BaseModel):
     # Production feedback in this version: every labelled input of the prediction log with a
     # feedback sequence number in (feedback_from, feedback_through]. Committed with the manifest,
     # so the cursor of "what is already learned" can never disagree with the data.
+    feedback_log: str | None = None  # which prediction log the numbers count in (its id)
     feedback_from: int | None = None
     feedback_through: int | None = None
 
@@ -233,10 +234,6 @@ class DatasetStore:
         return m
 
     # ------------------------------------------------------------------ writing
-    def _next_id(self) -> str:
-        ids = self.ids()
-        return f"v{int(ids[-1][1:]) + 1 if ids else 1}"
-
     def create(
         self,
         parts: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -246,7 +243,7 @@ class DatasetStore:
         note: str = "",
         progress: Callable[[str], None] | None = None,
         follow_latest: bool = False,
-        feedback: tuple[int, int] | None = None,
+        feedback: tuple[str, int, int] | None = None,
     ) -> Manifest:
         """Write a new version holding ``parts`` (split -> (images, labels)) on top of ``parent``.
 
@@ -254,9 +251,9 @@ class DatasetStore:
         ``follow_latest``: the parent is the latest version at the moment the manifest is
         committed, re-read on every retry, so two appends on "latest" at once chain instead of
         forking (the second lands on top of the first, never beside it).
-        ``feedback``: (from, through) feedback sequence numbers of the prediction log this version
-        holds; refused when another version already holds feedback past ``from`` (each
-        feedback row enters exactly one version).
+        ``feedback``: (log id, from, through): the feedback sequence numbers of that prediction
+        log this version holds; refused when another version already holds that log's feedback
+        past ``from`` (each feedback row enters exactly one version).
         """
         parent_m = self.manifest(parent) if parent else None
         files: dict[str, FileEntry] = {}
@@ -271,19 +268,24 @@ class DatasetStore:
                 key = f"{OBJECTS_PREFIX}{digest}.npy"
                 if progress:
                     progress(f"writing {split}/{kind} ({len(data) / 1e6:.1f} MB)")
-                if not self.storage.exists(key):
-                    self.storage.put(key, data)
+                # Written even when present: an old unreferenced copy (left by a crashed append)
+                # gets a fresh time, so gc's grace period protects it while this manifest commits.
+                self.storage.put(key, data)
                 files[f"{split}/{kind}"] = FileEntry(
                     key=key, sha256=digest, bytes=len(data), shape=list(arr.shape), dtype=str(arr.dtype)
                 )
 
         for _attempt in range(20):
-            if feedback is not None and self.feedback_watermark() != feedback[0]:
-                raise DatasetError(f"feedback after #{feedback[0]} is already in a dataset version (now up to "
-                                   f"#{self.feedback_watermark()}): read the feedback again")
-            vid = self._next_id()
+            # One listing for the watermark, the next id and the parent: a version committed after
+            # it takes that id first, and the exclusive write below sends this one round again.
+            ids = self.ids()
+            if feedback is not None:
+                held = self._watermark([self.manifest(i) for i in ids], feedback[0])
+                if held > feedback[1]:
+                    raise DatasetError(f"feedback after #{feedback[1]} is already in a dataset version (now up to "
+                                       f"#{held}): read the feedback again")
+            vid = f"v{int(ids[-1][1:]) + 1 if ids else 1}"
             if follow_latest:  # "latest" is whatever is latest now: a concurrent append came first
-                ids = self.ids()
                 parent_m = self.manifest(ids[-1]) if ids else None
             totals = {k: list(v) for k, v in (parent_m.totals if parent_m else {}).items()}
             lineage_prefix = list(parent_m.lineage) if parent_m else []
@@ -306,8 +308,9 @@ class DatasetStore:
                 totals=t,
                 slices=sl,
                 lineage=[*lineage_prefix, vid],
-                feedback_from=feedback[0] if feedback else None,
-                feedback_through=feedback[1] if feedback else None,
+                feedback_log=feedback[0] if feedback else None,
+                feedback_from=feedback[1] if feedback else None,
+                feedback_through=feedback[2] if feedback else None,
             )
             try:
                 self.storage.put(
@@ -351,10 +354,10 @@ class DatasetStore:
         eval_fraction: float = 0.2,
         seed: int = 0,
         note: str = "",
-        feedback: tuple[int, int] | None = None,
+        feedback: tuple[str, int, int] | None = None,
     ) -> Manifest:
         """A new version = ``parent`` + these labelled images, split into train and eval parts;
-        ``feedback``: they are the prediction log's feedback (from, through], see ``create``."""
+        ``feedback``: they are a prediction log's feedback (log id, from, through], see ``create``."""
         if not 0.0 <= eval_fraction < 1.0:
             raise DatasetError(f"eval fraction must be in [0, 1), got {eval_fraction}")
         x = as_uint8_images(images)
@@ -373,10 +376,15 @@ class DatasetStore:
         return self.create(parts, parent=parent_id, source=source, note=note, follow_latest=follow,
                            feedback=feedback)
 
-    def feedback_watermark(self) -> int:
-        """The highest feedback sequence number any version holds (0: none): where the next
-        append from the prediction log starts, whoever makes it (a retraining or the CLI)."""
-        return max((m.feedback_through or 0 for m in self.list()), default=0)
+    def feedback_watermark(self, log: str, baseline: int = 0) -> int:
+        """The highest feedback sequence number of prediction log ``log`` any version holds (or
+        the log's ``baseline``): where the next append from that log starts, whoever makes it
+        (a retraining or the CLI)."""
+        return max(self._watermark(self.list(), log), baseline)
+
+    @staticmethod
+    def _watermark(manifests: list[Manifest], log: str) -> int:
+        return max((m.feedback_through or 0 for m in manifests if m.feedback_log == log), default=0)
 
     def gc(self, grace_s: float = GC_GRACE_S) -> list[str]:
         """Delete objects no manifest references (left by interrupted writes), except those

@@ -8,8 +8,23 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
+from mnistcl.datasets import DatasetStore, Manifest
 from mnistcl.images import ImageError
 from mnistcl.predlog import PredictionLog, is_postgres
+
+
+def append_feedback(store: DatasetStore, log: PredictionLog, *, source: str, **append) -> tuple[Manifest | None, int]:
+    """A dataset version from the labelled inputs of ``log`` that no version holds yet (after
+    the store's watermark for this log), or None when there are none; and how many requests they
+    came from. The version records the feedback numbers it holds, so each label enters one
+    version, whoever appends (the CLI or a retraining). Hold the retraining lease around it."""
+    log_id = log.identity()
+    start = store.feedback_watermark(log_id, log.baseline("feedback_seq"))
+    x, y, last, n_req = log.labelled_after(start)
+    if not len(y):
+        return None, 0
+    m = store.append(x, y, source=source.format(n=len(y), requests=n_req), feedback=(log_id, start, last), **append)
+    return m, n_req
 
 
 def read_predictions(db: str | Path, *, since: float = 0.0, labelled_only: bool = False) -> Iterator[dict]:

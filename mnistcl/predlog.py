@@ -19,6 +19,7 @@ import re
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,10 @@ CREATE TABLE IF NOT EXISTS log_counters (
 );
 INSERT INTO log_counters (name, n) VALUES ('feedback', 0) ON CONFLICT DO NOTHING;
 INSERT INTO log_counters (name, n) VALUES ('predictions', 0) ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS log_meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 # Sequence numbers added to logs made before them: column -> (which rows, their order).
@@ -129,32 +134,55 @@ class PredictionLog:
                     conn.execute(stmt)
                 cols = {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns "
                                                    "WHERE table_name = 'predictions'").fetchall()}
-                for col in _NUMBERED:
-                    if col not in cols:
-                        conn.execute(f"ALTER TABLE predictions ADD COLUMN {col} BIGINT")
-                        self._number_old_rows(conn, col)
-                    conn.execute(f"CREATE INDEX IF NOT EXISTS predictions_{col} ON predictions({col})")
+                self._migrate(conn, cols, "BIGINT")
         else:
             conn.executescript(ddl)
-            for col in _NUMBERED:
-                if col not in {r[1] for r in conn.execute("PRAGMA table_info(predictions)")}:
-                    conn.execute("BEGIN IMMEDIATE")
-                    if col not in {r[1] for r in conn.execute("PRAGMA table_info(predictions)")}:
-                        conn.execute(f"ALTER TABLE predictions ADD COLUMN {col} INTEGER")
-                        self._number_old_rows(conn, col)
-                    conn.execute("COMMIT")  # (or another process migrated it first)
-                conn.execute(f"CREATE INDEX IF NOT EXISTS predictions_{col} ON predictions({col})")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._migrate(conn, {r[1] for r in conn.execute("PRAGMA table_info(predictions)")}, "INTEGER")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        for col in _NUMBERED:
+            conn.execute(f"CREATE INDEX IF NOT EXISTS predictions_{col} ON predictions({col})")
 
-    def _number_old_rows(self, conn, col: str) -> None:
-        """A log from before sequence numbers: number its rows in the order they came."""
+    def _migrate(self, conn, cols: set[str], int_type: str) -> None:
+        """Under the schema lock: this log's id; sequence-number columns for a log made before
+        them; numbers for rows still without (a log from before them, or rows an older server
+        wrote during a rolling upgrade), in the order they came, after every number given so far.
+        Labels that existed when the column was added are the log's baseline: taken as already
+        handled, never appended to a dataset version (the old cursor cannot say which were)."""
         p = self.ph
-        which, order = _NUMBERED[col]
-        keys = conn.execute(f"SELECT request_id, item FROM predictions WHERE {which} ORDER BY {order}").fetchall()
-        rows = [(i + 1, rid, item) for i, (rid, item) in enumerate(keys)]
-        if rows:
-            cur = conn.cursor()
-            cur.executemany(f"UPDATE predictions SET {col} = {p} WHERE request_id = {p} AND item = {p}", rows)
-        conn.execute(f"UPDATE log_counters SET n = {p} WHERE name = {p}", (len(rows), _COUNTER[col]))
+        conn.execute(f"INSERT INTO log_meta (name, value) VALUES ('log_id', {p}) ON CONFLICT DO NOTHING",
+                     (uuid.uuid4().hex,))
+        for col, (which, order) in _NUMBERED.items():
+            added = col not in cols
+            if added:
+                conn.execute(f"ALTER TABLE predictions ADD COLUMN {col} {int_type}")
+            n = int(conn.execute(f"SELECT COUNT(*) FROM predictions WHERE {col} IS NULL AND {which}").fetchone()[0])
+            if n:
+                base = int(conn.execute(f"UPDATE log_counters SET n = n + {n} WHERE name = {p} RETURNING n",
+                                        (_COUNTER[col],)).fetchone()[0]) - n
+                conn.execute(f"UPDATE predictions SET {col} = {p} + r.k FROM (SELECT request_id, item, "
+                             f"row_number() OVER (ORDER BY {order}) AS k FROM predictions WHERE {col} IS NULL "
+                             f"AND {which}) AS r WHERE predictions.request_id = r.request_id "
+                             f"AND predictions.item = r.item", (base,))
+                if added:
+                    conn.execute(f"INSERT INTO log_meta (name, value) VALUES ({p}, {p}) ON CONFLICT DO NOTHING",
+                                 (f"{col}_baseline", str(base + n)))
+
+    def meta(self, name: str, default: str | None = None) -> str | None:
+        rows = self._query(f"SELECT value FROM log_meta WHERE name = {self.ph}", (name,))
+        return rows[0][0] if rows else default
+
+    def baseline(self, col: str) -> int:
+        """The highest number a log from before sequence numbers gave its existing rows (0: none)."""
+        return int(self.meta(f"{col}_baseline", "0"))
+
+    def identity(self) -> str:
+        """This log's id (made with its schema): the cursors into it are kept under this name."""
+        return self.meta("log_id")
 
     def _conn(self):
         conn = getattr(self._local, "conn", None)
@@ -318,6 +346,10 @@ class PredictionLog:
         while end < len(rows) and rows[end][8] == last:
             end += 1
         return rows[:end]
+
+    def count_labelled_after(self, feedback_seq: int) -> int:
+        return int(self._query(f"SELECT COUNT(*) FROM predictions WHERE feedback_seq > {self.ph}",
+                               (int(feedback_seq),))[0][0])
 
     def labelled_after(self, feedback_seq: int, *, since: float = 0.0,
                        ) -> tuple[np.ndarray, np.ndarray, int, int]:

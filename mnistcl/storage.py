@@ -202,15 +202,7 @@ class S3Storage(Storage):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def get(self, key: str) -> bytes:
-        from botocore.exceptions import ClientError
-
-        try:
-            obj = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
-                raise NotFound(f"{self.describe(key)} does not exist") from exc
-            raise StorageError(f"cannot read {self.describe(key)}: {exc}") from exc
-        return obj["Body"].read()
+        return self.get_versioned(key)[0]
 
     def get_versioned(self, key: str) -> tuple[bytes, str]:
         from botocore.exceptions import ClientError
@@ -297,8 +289,11 @@ def update_json(storage: Storage, key: str, change: Callable[[dict], Any], *,
             raw, version = storage.get_versioned(key)
             doc = json.loads(raw)
         except NotFound:
-            doc, version = default(), None
+            raw, doc, version = None, default(), None
+        before = json.dumps(doc, sort_keys=True, default=float)
         out = change(doc)
+        if version is not None and json.dumps(doc, sort_keys=True, default=float) == before:
+            return out  # nothing changed: no write (and no conflict for the others)
         body = json.dumps(doc, indent=1, default=float).encode()
         try:
             storage.put(key, body, exclusive=version is None, if_match=version)

@@ -46,7 +46,7 @@ from monitoring.rules import (
     evaluate_prediction_rules,
     load_config,
 )
-from monitoring.state import Decision, decide, shared_state
+from monitoring.state import Decision, decide, monitor_state, retrain_lease
 
 DRIFT_DETECTED = "mnistcl.drift.detected"
 CONFIDENCE_LOW = "mnistcl.confidence.low"
@@ -208,15 +208,15 @@ def evaluate_window(cfg: MonitoringConfig, images: np.ndarray, confidence: np.nd
 def run_check(settings, cfg: MonitoringConfig | None = None, *, notify: bool = True) -> CheckResult:
 
     cfg = cfg or load_config(settings.monitoring_config or None)
-    state, lock = shared_state(settings)
+    plog = PredictionLog(settings.predictions_db_path)
+    state, lock = monitor_state(settings, plog), retrain_lease(settings)
     st0 = state.read()
     cursor, cursor_at = int(st0["cursor"]), float(st0.get("cursor_at") or 0.0)
-    plog = PredictionLog(settings.predictions_db_path)
     rows = plog.window(after=cursor, limit=cfg.window_images)
     if len(rows) < cfg.min_images:
         return CheckResult(status="waiting", n_images=len(rows),
                            reasons=[f"{len(rows)} new images since the last check; waiting for {cfg.min_images}"])
-    start, end = rows[0][0], rows[-1][0]
+    start, end = rows[0][0], max(r[0] for r in rows)  # times: pods' clocks need not follow the numbers
     images = np.stack([np.frombuffer(bytes(r[4]), np.uint8).reshape(28, 28) for r in rows])
     digits = np.array([r[1] for r in rows])
     conf = np.array([r[2] for r in rows], dtype=np.float64)

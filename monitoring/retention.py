@@ -6,7 +6,7 @@ the loop still needs.
 - rejected payloads' reasons, check reports and drift HTML, retraining work folders, outbox
   emails, and lines of the local event log, each by its own age.
 
-Run by `mnistcl retention apply` and the scheduled `retention` deployment (flows/retention.py).
+Run by `mnistcl monitor retention` and the scheduled `retention` deployment (flows/retention.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from mnistcl.predlog import PredictionLog
 from mnistcl.stores import dataset_store
-from monitoring.state import shared_state
+from monitoring.state import monitor_state
 
 DAY = 86400.0
 
@@ -69,8 +69,8 @@ def apply_retention(settings, *, now: float | None = None, dry_run: bool = False
     if r.prediction_images_days or r.rejected_days:
         plog = PredictionLog(settings.predictions_db_path)
         if r.prediction_images_days:
-            checked = int(shared_state(settings)[0].read()["cursor"])
-            learned = dataset_store(settings).feedback_watermark()
+            checked = int(monitor_state(settings, plog).read()["cursor"])
+            learned = dataset_store(settings).feedback_watermark(plog.identity(), plog.baseline("feedback_seq"))
             removed["prediction_images"], kept["prediction_images"] = plog.delete_old(
                 before=now - r.prediction_images_days * DAY, checked_through=checked, learned_through=learned,
                 dry_run=dry_run)

@@ -7,7 +7,8 @@ every flow run is a fresh pod), never on a pod's disk, and every change is a com
 
 - ``decide``: pure; retrain when at least N of the last M windows breached, not while a
   retraining runs, and not within the cooldown after the last one started.
-- ``MonitorState``: ``state/monitoring.json`` in the store.
+- ``MonitorState``: ``state/monitoring-<log id>.json`` in the store: the cursor counts in one
+  prediction log, so each log (production, a scenario's, staging's) has its own.
 - ``RetrainLock``: a lease, ``state/retrain-lease.json``: an owner and an expiry; a second
   retraining that finds it held starts nothing; a lease whose holder died expires.
 """
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mnistcl.predlog import PredictionLog
 from mnistcl.storage import NotFound, Storage, open_storage, update_json
 from monitoring.rules import TriggerConfig
 
@@ -50,16 +52,18 @@ def decide(breaches: list[bool], trig: TriggerConfig, *, now: float, last_retrai
     return Decision(True, f"{hits} of the last {len(recent)} windows breached")
 
 
-def _fresh_state() -> dict:
-    return {"cursor": 0, "cursor_at": 0.0, "windows": [], "last_retrain_started": None, "last_retrain_finished": None,
+def _fresh_state(cursor: int = 0) -> dict:
+    return {"cursor": cursor, "cursor_at": 0.0, "windows": [], "last_retrain_started": None, "last_retrain_finished": None,
             "retrains": []}
 
 
 class MonitorState:
-    KEY = "state/monitoring.json"
-
-    def __init__(self, storage: Storage):
+    def __init__(self, storage: Storage, log_id: str, start: int = 0):
+        """``start``: where a fresh state's cursor begins (a log's baseline: rows from before
+        sequence numbers are not checked again)."""
         self.storage = storage
+        self.key = f"state/monitoring-{log_id}.json"
+        self.start = start
 
     def update(self, change: Callable[[dict], Any]) -> Any:
         """``change(state)`` edits the state in place; it runs again on the fresh state when another
@@ -68,20 +72,13 @@ class MonitorState:
             out = change(st)
             st["windows"] = st["windows"][-HISTORY:]
             return out
-        return update_json(self.storage, self.KEY, bounded, default=_fresh_state)
-
-    def reset(self) -> None:
-        """A clean slate: for a new prediction log (the cursors point into the old one)."""
-        def fresh(st: dict) -> None:
-            st.clear()
-            st.update(_fresh_state())
-        self.update(fresh)
+        return update_json(self.storage, self.key, bounded, default=lambda: _fresh_state(self.start))
 
     def read(self) -> dict:
         try:
-            return {**_fresh_state(), **json.loads(self.storage.get(self.KEY))}
+            return {**_fresh_state(self.start), **json.loads(self.storage.get(self.key))}
         except NotFound:
-            return _fresh_state()
+            return _fresh_state(self.start)
 
 
 class RetrainBusy(RuntimeError):
@@ -145,7 +142,16 @@ class RetrainLock:
         update_json(self.storage, self.KEY, free, default=dict)
 
 
-def shared_state(settings) -> tuple[MonitorState, RetrainLock]:
-    """The monitoring state and the retraining lease in the settings' store."""
-    storage = open_storage(settings.store_url, s3_endpoint_url=settings.s3_endpoint_url)
-    return MonitorState(storage), RetrainLock(storage)
+def _storage(settings) -> Storage:
+    return open_storage(settings.store_url, s3_endpoint_url=settings.s3_endpoint_url)
+
+
+def retrain_lease(settings) -> RetrainLock:
+    """The retraining lease in the settings' store (one retraining per store at a time)."""
+    return RetrainLock(_storage(settings))
+
+
+def monitor_state(settings, plog: PredictionLog | None = None) -> MonitorState:
+    """The monitoring state of the settings' prediction log, in the settings' store."""
+    plog = plog or PredictionLog(settings.predictions_db_path)
+    return MonitorState(_storage(settings), plog.identity(), plog.baseline("seq"))

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from mnistcl.events import announce_dataset_version
+from mnistcl.predictions import append_feedback
 from mnistcl.predlog import PredictionLog
 from mnistcl.registry import RegistryError
 from mnistcl.stores import stores
@@ -34,7 +35,7 @@ from models.common import NullReporter, TrainData
 from models.finetune import finetune
 from models.search import family_module
 from monitoring.rules import load_config
-from monitoring.state import RetrainBusy, shared_state
+from monitoring.state import RetrainBusy, monitor_state, retrain_lease
 from validation.gate import eval_fraction, load_gate
 from validation.promote import register_and_act, validate_candidate
 
@@ -66,24 +67,27 @@ def prepare_data(settings, gate_cfg, log=_log) -> PreparedData:
     """Turn feedback labelled since the last retraining into a new dataset version; the held-out
     share of the batch is sized by the evidence the gate needs (validation.gate.eval_fraction)."""
     ds_store, reg = stores(settings)
-    # The cursor is the store's own: the highest feedback number any dataset version holds.
-    cursor = ds_store.feedback_watermark()
-    x, y, last, _ = PredictionLog(settings.predictions_db_path).labelled_after(cursor)
-    created = False
-    if len(y):
-        frac = eval_fraction(len(y), gate_cfg.evidence, gate_cfg.gate_alpha)
-        m = ds_store.append(x, y, parent=None, source=f"feedback: {len(y)} labelled production inputs (retrain)",
-                            eval_fraction=frac, seed=settings.seed, feedback=(cursor, last))
-        ev = announce_dataset_version(m, settings, origin="retrain")
-        log(f"dataset {m.id} = {m.parent} + {len(y)} labelled production inputs (feedback #{cursor + 1}-#{last}), "
-            f"{frac:.0%} held out for the gate (event {ev['delivered']})")
-        created = True
+    # The cursor is the store's own: the highest feedback number of this log any version holds.
+    plog = PredictionLog(settings.predictions_db_path)
+    start = ds_store.feedback_watermark(plog.identity(), plog.baseline("feedback_seq"))
+    n_new = plog.count_labelled_after(start)
+    created, n_feedback = False, 0
+    if n_new:
+        frac = eval_fraction(n_new, gate_cfg.evidence, gate_cfg.gate_alpha)
+        m, _ = append_feedback(ds_store, plog, source="feedback: {n} labelled production inputs (retrain)",
+                               parent=None, eval_fraction=frac, seed=settings.seed)
+        if m is not None:
+            ev = announce_dataset_version(m, settings, origin="retrain")
+            log(f"dataset {m.id} = {m.parent} + {m.n_images} labelled production inputs (feedback "
+                f"#{m.feedback_from + 1}-#{m.feedback_through}), {frac:.0%} held out for the gate "
+                f"(event {ev['delivered']})")
+            created, n_feedback = True, m.n_images
     try:
         champion = reg.resolve("champion")
         champion_dataset = reg.get(champion).dataset
     except RegistryError:
         champion = champion_dataset = None
-    return PreparedData(dataset=ds_store.resolve(None), created=created, n_feedback=int(len(y)), champion=champion,
+    return PreparedData(dataset=ds_store.resolve(None), created=created, n_feedback=n_feedback, champion=champion,
                         champion_dataset=champion_dataset)
 
 
@@ -214,7 +218,7 @@ def retrain(settings, *, strategy: str = "finetune-replay", reason: str = "manua
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
     t0 = time.time()
-    state, lock = shared_state(settings)
+    state, lock = monitor_state(settings), retrain_lease(settings)
     try:
         lock.acquire(f"retrain {strategy}: {reason}")
     except RetrainBusy as exc:

@@ -33,7 +33,6 @@ from mnistcl.shifts import SHIFTS, apply
 from mnistcl.stores import stores
 from monitoring.check import run_check
 from monitoring.rules import DEFAULT_CONFIG
-from monitoring.state import shared_state
 from retraining.retrain import retrain
 from scenario.report import write_report
 from serving.client import ModelServer
@@ -163,9 +162,6 @@ def run_scenario(settings, sc: Scenario, out_dir: Path, *, orchestrator: str = "
     base.setdefault("trigger", {})["strategy"] = sc.strategy
     (out_dir / "monitoring.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
     run = run.model_copy(update={"monitoring_config": str(out_dir / "monitoring.yaml")})
-    # The monitoring state lives in the store; this run's prediction log is new, so its cursors
-    # and breach history start over.
-    shared_state(run)[0].reset()
     xt, yt = read_mnist_csv(find_mnist_csvs()[1], "test")
     cohorts = Cohorts(sc, xt, yt)
     log(f"scenario: {len(sc.cohorts)} cohorts x {sc.stream_images} digits through the server, static model "

@@ -28,7 +28,7 @@ from typing import Any
 from mnistcl.events import announce
 from mnistcl.predlog import PredictionLog
 from mnistcl.stores import stores
-from monitoring.state import shared_state
+from monitoring.state import retrain_lease
 from validation import stats
 from validation.gate import GateConfig
 
@@ -107,7 +107,7 @@ def judge_challenger(settings, cfg: GateConfig, *, force: bool = False) -> dict[
     reg, chall, champ = st["reg"], st["challenger"], st["champion"]
     if not chall:
         return {"status": "idle", "why": "no challenger to judge", "champion": champ}
-    busy = shared_state(settings)[1].holder()
+    busy = retrain_lease(settings).holder()
     if busy and not force:  # its candidate supersedes the challenger (see superseded_by_retraining)
         return {"status": "waiting", "challenger": chall, "champion": champ, "n": len(st["a"]),
                 "why": f"a retraining is running ({busy}); it builds on the champion with all data since, "

@@ -65,17 +65,17 @@ def test_cli_and_retraining_share_one_cursor(tmp_path, monkeypatch, small_store,
     v2 = small_store.manifest("v2")
     assert (v2.feedback_from, v2.feedback_through, v2.n_images) == (0, 80, 80)
     again = runner.invoke(app, ["data", "append", "--from-feedback"])
-    assert again.exit_code != 0 and "no labelled production inputs after feedback #80" in again.output
+    assert again.exit_code != 0 and "no labelled production inputs that no dataset version holds" in again.output
     assert prepare_data(settings, load_gate()).created is False  # nothing new for the retraining either
     for rid, label in zip(ids[80:], y[80:120], strict=True):
         log.add_feedback(rid, [int(label)])
     prep = prepare_data(settings, load_gate())
     v3 = small_store.manifest(prep.dataset)
     assert prep.created and (v3.feedback_from, v3.feedback_through, v3.n_images) == (80, 120, 40)
-    assert small_store.feedback_watermark() == 120
+    assert small_store.feedback_watermark(log.identity()) == 120
     # Every feedback row in exactly one version: 80 + 40 images, no image twice.
     with pytest.raises(DatasetError, match="already in a dataset version"):
-        small_store.append(x[:5], y[:5], parent=None, source="stale", feedback=(80, 85))
+        small_store.append(x[:5], y[:5], parent=None, source="stale", feedback=(log.identity(), 80, 85))
     assert small_store.ids() == ["v1", "v2", "v3"]
 
 
@@ -99,4 +99,8 @@ def test_a_log_from_before_feedback_numbers_is_numbered_in_order(tmp_path, mnist
     assert labels.tolist() == [3, 7] and last == 2  # in the order the labels came
     log.add_feedback("c", [5])
     assert log.labelled_after(2)[1].tolist() == [5]
-    assert DatasetStore(LocalStorage(tmp_path / "s")).feedback_watermark() == 0
+    # Labels that existed before the numbers are the log's baseline: taken as handled, not appended
+    # again (the old cursor cannot say which were learned); the monitoring starts after old rows.
+    assert log.baseline("feedback_seq") == 2 and log.baseline("seq") == 3
+    store = DatasetStore(LocalStorage(tmp_path / "s"))
+    assert store.feedback_watermark(log.identity(), log.baseline("feedback_seq")) == 2

@@ -15,7 +15,7 @@ from mnistcl.shifts import apply
 from mnistcl.stores import stores
 from monitoring.check import DRIFT_DETECTED, run_check
 from monitoring.rules import load_config
-from monitoring.state import shared_state
+from monitoring.state import monitor_state, retrain_lease
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -130,7 +130,7 @@ def test_drift_triggers_once_then_retraining_from_feedback_promotes(champion_hom
     events = [json.loads(line) for line in s.events_log.read_text().splitlines()]
     assert [e["event"] for e in events] == [DRIFT_DETECTED]
 
-    state, lock = shared_state(s)
+    state, lock = monitor_state(s), retrain_lease(s)
     lock.acquire("another retraining")
     from retraining.retrain import retrain
     assert retrain(s, reason="while busy")["status"] == "skipped"

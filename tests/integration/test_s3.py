@@ -98,7 +98,7 @@ def _s3_bump(url, endpoint, n):
     from mnistcl.storage import S3Storage
     from monitoring.state import MonitorState
 
-    state = MonitorState(S3Storage(url, endpoint_url=endpoint))
+    state = MonitorState(S3Storage(url, endpoint_url=endpoint), "log-a")
     for _ in range(n):
         state.update(lambda st: st.update(cursor=st["cursor"] + 1))
 
@@ -126,7 +126,7 @@ def test_shared_state_on_s3_is_compare_and_swap(s3_env):
         p.start()
     for p in procs:
         p.join(120)
-    assert MonitorState(store).read()["cursor"] == 45
+    assert MonitorState(store, "log-a").read()["cursor"] == 45
     a = RetrainLock(store)
     a.acquire("pod a")
     with pytest.raises(RetrainBusy):

@@ -301,10 +301,10 @@ def test_challenger_is_shadowed_logged_and_judged(server, registry, mnist_small,
     cfg = GateConfig(shadow={"judge_every": 50, "max_images": 400})
     # While a retraining runs, its candidate supersedes the challenger: no judgement, no record,
     # and a check that triggered the retraining announces no evidence.
-    from monitoring.state import shared_state
+    from monitoring.state import retrain_lease
     from validation.shadow import announce_evidence
 
-    lock = shared_state(settings)[1]
+    lock = retrain_lease(settings)
     lock.acquire("test retraining")
     try:
         wait = judge_challenger(settings, cfg)

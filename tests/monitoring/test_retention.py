@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from mnistcl.predlog import PredictionLog
 from mnistcl.settings import Settings
 from monitoring.retention import apply_retention
-from monitoring.state import shared_state
+from monitoring.state import monitor_state
 
 pytestmark = pytest.mark.unit
 DAY = 86400.0
@@ -36,8 +36,8 @@ def test_retention_keeps_what_the_loop_still_needs(tmp_path, monkeypatch, small_
         log.add_feedback(f"r{i}", [int(y[i])])
     _age(log, 100)  # all 10 are older than the 90 days
     # The monitoring has checked the first 9; the label of r0 is in a dataset version, r1's and r8's not.
-    shared_state(s)[0].update(lambda st: st.update(cursor=9))
-    small_store.append(x[:1], y[:1], parent=None, source="feedback", eval_fraction=0.0, feedback=(0, 1))
+    monitor_state(s, log).update(lambda st: st.update(cursor=9))
+    small_store.append(x[:1], y[:1], parent=None, source="feedback", eval_fraction=0.0, feedback=(log.identity(), 0, 1))
     (s.monitoring_dir / "checks" / "old").mkdir(parents=True)
     (s.monitoring_dir / "checks" / "new").mkdir(parents=True)
     old = time.time() - 40 * DAY

@@ -178,7 +178,7 @@ def _bump(root, n):
     from mnistcl.storage import LocalStorage
     from monitoring.state import MonitorState
 
-    state = MonitorState(LocalStorage(root))
+    state = MonitorState(LocalStorage(root), "log-a")
     for _ in range(n):
         state.update(lambda st: st.update(cursor=st["cursor"] + 1))
 
@@ -196,7 +196,7 @@ def test_shared_state_is_compare_and_swap_across_processes(tmp_path):
         p.start()
     for p in procs:
         p.join(120)
-    assert MonitorState(LocalStorage(tmp_path)).read()["cursor"] == 100
+    assert MonitorState(LocalStorage(tmp_path), "log-a").read()["cursor"] == 100
     barrier, out = ctx.Barrier(6), ctx.Queue()
     procs = [ctx.Process(target=_take_lease, args=(str(tmp_path / "lease"), barrier, out)) for _ in range(6)]
     for p in procs:
