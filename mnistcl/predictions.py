@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
@@ -32,12 +31,6 @@ def read_predictions(db: str | Path, *, since: float = 0.0, labelled_only: bool 
     if not is_postgres(db) and not Path(db).exists():
         raise ImageError(f"no prediction log at {db}: start the server (`mnistcl serve`) and send predictions")
     return PredictionLog(db).iter_rows(since=since, labelled_only=labelled_only)
-
-
-def export_csv(rows: Iterable[dict]) -> str:
-    buf = io.StringIO()
-    write_csv(rows, buf)
-    return buf.getvalue()
 
 
 def write_csv(rows: Iterable[dict], out: TextIO) -> int:

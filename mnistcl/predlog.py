@@ -351,16 +351,14 @@ class PredictionLog:
         return int(self._query(f"SELECT COUNT(*) FROM predictions WHERE feedback_seq > {self.ph}",
                                (int(feedback_seq),))[0][0])
 
-    def labelled_after(self, feedback_seq: int, *, since: float = 0.0,
-                       ) -> tuple[np.ndarray, np.ndarray, int, int]:
-        """Inputs whose true label has a feedback sequence number above ``feedback_seq`` (and
-        that were logged at or after ``since``): (uint8 images, labels, the highest sequence
-        number read, number of requests). Sequence numbers commit in order, so reading above
+    def labelled_after(self, feedback_seq: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """Inputs whose true label has a feedback sequence number above ``feedback_seq``: (uint8
+        images, labels, the highest sequence number read, number of requests). Sequence numbers commit in order, so reading above
         the last one read misses nothing and repeats nothing."""
         p = self.ph
         rows = self._query(f"SELECT image, feedback, feedback_seq, request_id FROM predictions "
-                           f"WHERE feedback_seq > {p} AND at >= {p} ORDER BY feedback_seq, request_id, item",
-                           (int(feedback_seq), since))
+                           f"WHERE feedback_seq > {p} ORDER BY feedback_seq, request_id, item",
+                           (int(feedback_seq),))
         if not rows:
             return np.zeros((0, 28, 28), np.uint8), np.zeros((0,), np.uint8), int(feedback_seq), 0
         x = np.stack([np.frombuffer(bytes(r[0]), np.uint8).reshape(28, 28) for r in rows])
