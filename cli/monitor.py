@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -67,7 +68,7 @@ def monitor_check(
     console.print(f"decision: {'retrain' if res.decision.retrain else 'no retraining'} ({res.decision.reason})")
     for e in res.events:
         console.print(f"event {e['event']} -> {e['delivered']}")
-    console.print(f"report: {res.folder}/check.md; drift report: {d.report_html}")
+    console.print(f"report: {res.stored}/check.md; drift report: {res.links.get(Path(d.report_html).name) if d.report_html else '-'}")
 
 
 @monitor_app.command("status")

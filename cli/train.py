@@ -140,7 +140,7 @@ def print_leaderboard(summary: dict) -> None:
 def _exp_store(settings: Settings):
     from mnistcl.experiments import ExperimentStore
 
-    return ExperimentStore(settings.experiments_db_path)
+    return ExperimentStore(settings.experiments_location)
 
 
 @exp_app.command("list")
@@ -233,6 +233,36 @@ def experiments_show(
     out = plot or settings.home_dir / "experiments" / str(exp_id) / "loss_curve.png"
     plot_history(e.row, out)
     console.print(f"loss curve: {out}")
+
+
+@exp_app.command("wandb-pull")
+def experiments_wandb_pull(
+    ctx: typer.Context,
+    exp_id: Annotated[int, typer.Argument(help="Experiment id (see `mnistcl experiments list`).")],
+    to: Annotated[Path, typer.Option(help="Folder to put the run in.")] = Path("wandb-runs"),
+) -> None:
+    """Bring an experiment's offline W&B run back from the shared storage, ready for `wandb sync`.
+
+    Example:
+
+      mnistcl experiments wandb-pull 3 --to runs && wandb sync runs/offline-run-*
+    """
+    from mnistcl.experiments import ExperimentNotFound
+    from mnistcl.stores import dataset_store
+    from mnistcl.tracking import pull_run
+
+    settings = _settings(ctx)
+    try:
+        e = _exp_store(settings).get(exp_id)
+    except ExperimentNotFound as exc:
+        _fail(str(exc))
+    if not e.row.get("wandb_dir"):
+        _fail(f"experiment {exp_id} has no W&B run (wandb_mode was disabled)")
+    try:
+        folder = pull_run(dataset_store(settings).storage, e.row["wandb_dir"], to)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    console.print(f"W&B run: {folder}\nupload it with: wandb sync {folder}")
 
 
 

@@ -32,6 +32,9 @@ SETTINGS_CONFIGMAP = "mnistcl-settings"  # MNISTCL_STORAGE_URL, MNISTCL_PUSHGATE
 SECRETS = "mnistcl-secrets"               # MNISTCL_PREDICTIONS_DB (and MNISTCL_SMTP_PASSWORD, WANDB_API_KEY)
 
 
+SCRATCH = "/home/mnistcl/scratch"  # MNISTCL_HOME in the training image
+
+
 def gpu_job_template() -> dict:
     """prefect-kubernetes's default base job template, plus a GPU: limit, toleration, node selector."""
     from prefect_kubernetes.worker import KubernetesWorker
@@ -43,6 +46,11 @@ def gpu_job_template() -> dict:
     # The settings every flow needs on the cluster (registry, prediction log, Pushgateway): the
     # ConfigMap and Secret the Kustomize overlays describe (infra/k8s).
     container["envFrom"] = [{"configMapRef": {"name": SETTINGS_CONFIGMAP}}, {"secretRef": {"name": SECRETS}}]
+    # The home is scratch (caches, a check's working copy, W&B runs until copied to the bucket):
+    # an emptyDir the size of a few models and datasets. Nothing in it outlives the Job, and
+    # nothing needs to: the image sets MNISTCL_REQUIRE_SHARED_STATE (infra/docker/train.Dockerfile).
+    container["volumeMounts"] = [{"name": "scratch", "mountPath": SCRATCH}]
+    pod["volumes"] = [{"name": "scratch", "emptyDir": {"sizeLimit": "20Gi"}}]
     pod["tolerations"] = [GPU_TOLERATION]
     pod["nodeSelector"] = dict(GPU_NODE_LABEL)
     props = t["variables"]["properties"]

@@ -39,6 +39,9 @@ def monitor(config: str | None = None) -> dict:
     create_markdown_artifact(key="monitoring-check", markdown=to_markdown(res),
                              description="Input rules, prediction rules and drift on the last window")
     if res.drift and res.drift.report_html:
-        create_link_artifact(key="drift-report", link=Path(res.drift.report_html).resolve().as_uri(),
-                             link_text="Evidently drift report", description="Drift of the last window")
+        # Presigned HTTPS on S3 (7 days; the object itself stays until retention), file:// locally.
+        name = Path(res.drift.report_html).name
+        create_link_artifact(key="drift-report", link=res.links.get(name) or Path(res.drift.report_html).resolve().as_uri(),
+                             link_text="Evidently drift report",
+                             description=f"Drift of the last window; stored at {res.stored}/{name}")
     return res.to_json()

@@ -1,8 +1,13 @@
-"""The local experiment store (SQLite): what the CLI lists, shows and compares.
+"""The experiment store: what the CLI lists, shows and compares.
 
 W&B offline runs cannot be read back without a server, so every experiment is also recorded
 here: hyperparameters, per-epoch history, validation checkpoints, system metrics, size and
-complexity, artifact paths and the W&B run folder.
+complexity, artifact paths and where the W&B run lies.
+
+Two backends chosen by the location, as for the prediction log: a SQLite file (the local
+default, ``<home>/experiments.db``) or a PostgreSQL URL (``postgresql://user@host/db``, through
+psycopg 3), which is what the cluster uses: every trial runs in its own Job, and what one pod
+records another (the gate, the CLI) must read.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mnistcl.predlog import is_postgres, redact
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id {id},
     sweep TEXT NOT NULL,
     family TEXT NOT NULL,
     params TEXT NOT NULL,
@@ -25,22 +32,22 @@ CREATE TABLE IF NOT EXISTS experiments (
     status TEXT NOT NULL,
     dataset TEXT,
     profile TEXT,
-    created REAL NOT NULL,
-    started REAL,
-    finished REAL,
-    wall_s REAL,
-    cpu_s REAL,
-    peak_rss_mb REAL,
-    train_loss REAL,
-    train_accuracy REAL,
-    val_loss REAL,
-    val_accuracy REAL,
-    epochs INTEGER,
-    param_count INTEGER,
-    macs INTEGER,
-    flops INTEGER,
-    onnx_bytes INTEGER,
-    native_bytes INTEGER,
+    created DOUBLE PRECISION NOT NULL,
+    started DOUBLE PRECISION,
+    finished DOUBLE PRECISION,
+    wall_s DOUBLE PRECISION,
+    cpu_s DOUBLE PRECISION,
+    peak_rss_mb DOUBLE PRECISION,
+    train_loss DOUBLE PRECISION,
+    train_accuracy DOUBLE PRECISION,
+    val_loss DOUBLE PRECISION,
+    val_accuracy DOUBLE PRECISION,
+    epochs BIGINT,
+    param_count BIGINT,
+    macs BIGINT,
+    flops BIGINT,
+    onnx_bytes BIGINT,
+    native_bytes BIGINT,
     artifact_dir TEXT,
     onnx_path TEXT,
     native_path TEXT,
@@ -51,6 +58,8 @@ CREATE TABLE IF NOT EXISTS experiments (
 );
 CREATE INDEX IF NOT EXISTS experiments_sweep ON experiments(sweep);
 """
+ARTIFACTS_PREFIX = "experiments"  # in the shared storage: experiments/<sweep>/<id>/model.onnx, model.<native>
+_SCHEMA_LOCK = 0x6D6E6578  # advisory lock key ("mnex") guarding schema creation in PostgreSQL
 
 COLUMNS = [
     "id", "sweep", "family", "params", "config", "status", "dataset", "profile", "created", "started",
@@ -61,6 +70,23 @@ COLUMNS = [
 JSON_COLUMNS = {"params", "config", "history", "checkpoints"}
 DEFAULT_LIST_COLUMNS = ["id", "sweep", "family", "status", "val_accuracy", "val_loss", "wall_s",
                         "param_count", "flops", "params"]
+
+
+def experiment_files(storage, row: dict[str, Any], cache: Path) -> dict[str, Path]:
+    """A completed experiment's ``onnx`` and ``native`` files, wherever it ran: fetched from the
+    shared storage (``artifact_dir`` is the key there) into ``cache``; a row from before the
+    storage copy (an absolute local folder) is read where it lies."""
+    names = {k: Path(row[f"{k}_path"]).name for k in ("onnx", "native")}
+    where = row.get("artifact_dir") or ""
+    if not where or Path(where).is_absolute():
+        return {k: Path(row[f"{k}_path"]) for k in names}
+    dest = Path(cache) / where
+    got = {p.name for p in storage.get_folder(where, dest)}
+    missing = [n for n in names.values() if n not in got]
+    if missing:
+        raise ExperimentNotFound(f"experiment {row['id']}: {', '.join(missing)} missing from "
+                                 f"{storage.describe(where)}")
+    return {k: dest / n for k, n in names.items()}
 
 
 class ExperimentNotFound(KeyError):
@@ -80,17 +106,44 @@ class Experiment:
 
 
 class ExperimentStore:
-    def __init__(self, path: Path):
-        self.path = Path(path)
+    def __init__(self, location: str | Path):
+        self.location = str(location)
+        self.pg = is_postgres(self.location)
+        self.ph = "%s" if self.pg else "?"
+        self._schema_ready = False
+
+    def __str__(self) -> str:
+        return redact(self.location)
 
     @contextmanager
     def _conn(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=30)
+        """One short transaction: committed when the block ends, rolled back if it raises."""
+        if self.pg:
+            import psycopg
+
+            conn = psycopg.connect(self.location, connect_timeout=5)
+            try:
+                if not self._schema_ready:
+                    # CREATE ... IF NOT EXISTS races in PostgreSQL: trials starting together
+                    # serialise it on an advisory lock.
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                    for stmt in filter(str.strip, SCHEMA.format(id="BIGINT GENERATED BY DEFAULT AS IDENTITY "
+                                                                "PRIMARY KEY").split(";")):
+                        conn.execute(stmt)
+                    conn.commit()
+                    self._schema_ready = True
+                yield _PgConn(conn)
+                conn.commit()
+            finally:
+                conn.close()
+            return
+        path = Path(self.location)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=30)
         conn.row_factory = sqlite3.Row
         try:
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(SCHEMA)
+            conn.executescript(SCHEMA.format(id="INTEGER PRIMARY KEY AUTOINCREMENT"))
             yield conn
             conn.commit()
         finally:
@@ -99,24 +152,25 @@ class ExperimentStore:
     def create(self, sweep: str, family: str, params: dict, *, dataset: str, profile: str,
                config: dict | None = None) -> int:
         with self._conn() as c:
-            cur = c.execute(
+            p = self.ph
+            row = c.execute(
                 "INSERT INTO experiments (sweep, family, params, config, status, dataset, profile, created) "
-                "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+                f"VALUES ({p}, {p}, {p}, {p}, 'queued', {p}, {p}, {p}) RETURNING id",
                 (sweep, family, json.dumps(params, sort_keys=True), json.dumps(config, sort_keys=True),
                  dataset, profile, time.time()),
-            )
-            return int(cur.lastrowid)
+            ).fetchone()
+            return int(row["id"])
 
     def update(self, exp_id: int, **fields) -> None:
         unknown = set(fields) - set(COLUMNS)
         if unknown:
             raise ValueError(f"unknown experiment fields {sorted(unknown)}")
         vals = [json.dumps(v) if k in JSON_COLUMNS else v for k, v in fields.items()]
-        sets = ", ".join(f"{k} = ?" for k in fields)
+        sets = ", ".join(f"{k} = {self.ph}" for k in fields)
         with self._conn() as c:
-            c.execute(f"UPDATE experiments SET {sets} WHERE id = ?", (*vals, exp_id))
+            c.execute(f"UPDATE experiments SET {sets} WHERE id = {self.ph}", (*vals, int(exp_id)))
 
-    def _decode(self, row: sqlite3.Row) -> Experiment:
+    def _decode(self, row) -> Experiment:
         d = dict(row)
         for k in JSON_COLUMNS:
             if d.get(k):
@@ -125,7 +179,7 @@ class ExperimentStore:
 
     def get(self, exp_id: int) -> Experiment:
         with self._conn() as c:
-            row = c.execute("SELECT * FROM experiments WHERE id = ?", (int(exp_id),)).fetchone()
+            row = c.execute(f"SELECT * FROM experiments WHERE id = {self.ph}", (int(exp_id),)).fetchone()
         if row is None:
             raise ExperimentNotFound(f"experiment {exp_id} does not exist")
         return self._decode(row)
@@ -137,12 +191,12 @@ class ExperimentStore:
         where, args = [], []
         for col, val in (("sweep", sweep), ("family", family), ("status", status)):
             if val:
-                where.append(f"{col} = ?")
+                where.append(f"{col} = {self.ph}")
                 args.append(val)
         sql = "SELECT * FROM experiments"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY {sort} IS NULL, {sort} {'DESC' if descending else 'ASC'}, id"
+        sql += f" ORDER BY ({sort} IS NULL), {sort} {'DESC' if descending else 'ASC'}, id"
         if limit:
             sql += f" LIMIT {int(limit)}"
         with self._conn() as c:
@@ -150,4 +204,17 @@ class ExperimentStore:
 
     def sweeps(self) -> list[str]:
         with self._conn() as c:
-            return [r[0] for r in c.execute("SELECT sweep FROM experiments GROUP BY sweep ORDER BY MIN(id)")]
+            return [r["sweep"] for r in c.execute("SELECT sweep FROM experiments GROUP BY sweep ORDER BY MIN(id)")]
+
+
+class _PgConn:
+    """A psycopg connection that answers ``execute`` with dict rows, as sqlite3.Row does here."""
+
+    def __init__(self, conn):
+        from psycopg.rows import dict_row
+
+        self._conn = conn
+        self._row = dict_row
+
+    def execute(self, sql: str, args=()):
+        return self._conn.cursor(row_factory=self._row).execute(sql, args)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -67,7 +67,8 @@ class Settings(BaseSettings):
     )
     experiments_db: str = Field(
         default="",
-        description="SQLAlchemy-style URL or path of the experiment store. Empty: <home>/experiments.db",
+        description="Experiment store: a SQLite file or a postgresql:// URL (the cluster: every trial is its "
+                    "own Job). Empty: <home>/experiments.db",
     )
     predictions_db: str = Field(
         default="",
@@ -118,6 +119,33 @@ class Settings(BaseSettings):
                     "(job mnistcl_monitor); empty: only the textfile <home>/monitoring/metrics.prom.",
     )
 
+    retrain_lease_seconds: float = Field(
+        default=600.0, gt=0,
+        description="The retraining lease: renewed every third of this while a retraining runs; the lease of a "
+                    "holder that died (a killed pod) frees after this long.",
+    )
+    require_shared_state: bool = Field(
+        default=False,
+        description="Refuse to run when state would live on this machine's disk (a local storage folder, a SQLite "
+                    "prediction log or experiment store): set in the training image, where the home is a pod's scratch.",
+    )
+
+    @model_validator(mode="after")
+    def _check_shared_state(self) -> Settings:
+        if not self.require_shared_state:
+            return self
+        local = []
+        if not self.store_url.startswith("s3://"):
+            local.append(f"storage_url ({self.store_url or 'empty'}: set MNISTCL_STORAGE_URL=s3://bucket/prefix)")
+        for name, where in (("predictions_db", self.predictions_db), ("experiments_db", self.experiments_db)):
+            if not where.startswith(("postgresql://", "postgres://")):
+                local.append(f"{name} ({'empty' if not where else 'not PostgreSQL'}: set MNISTCL_{name.upper()}="
+                             "postgresql://...)")
+        if local:
+            raise ValueError("require_shared_state is on, but these would keep state on this pod's disk: "
+                             + "; ".join(local))
+        return self
+
     @field_validator("pushgateway_url")
     @classmethod
     def _check_pushgateway_url(cls, v: str) -> str:
@@ -153,8 +181,9 @@ class Settings(BaseSettings):
         return self.home_dir / "events.jsonl"
 
     @property
-    def experiments_db_path(self) -> Path:
-        return Path(self.experiments_db) if self.experiments_db else self.home_dir / "experiments.db"
+    def experiments_location(self) -> str:
+        """A SQLite path or a postgresql:// URL."""
+        return self.experiments_db or str(self.home_dir / "experiments.db")
 
     @property
     def predictions_db_path(self) -> str:

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+LINK_SECONDS = 7 * 24 * 3600  # the longest a SigV4 presigned URL may live
+
 
 class StorageError(RuntimeError):
     """A storage operation failed."""
@@ -81,6 +83,34 @@ class Storage(ABC):
 
     def describe(self, key: str) -> str:
         return f"{self.url.rstrip('/')}/{key}"
+
+    @abstractmethod
+    def link(self, key: str, *, expires_s: int = LINK_SECONDS) -> str:
+        """An address a person can open in a browser: a file:// URI for a local folder, a
+        presigned HTTPS URL (valid ``expires_s``, at most 7 days) for S3."""
+
+    def put_folder(self, prefix: str, folder: Path) -> dict[str, str]:
+        """Every file under ``folder`` written to ``prefix/<relative path>``; returns relative
+        path -> key."""
+        folder = Path(folder)
+        keys = {}
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            rel = path.relative_to(folder).as_posix()
+            keys[rel] = f"{prefix.rstrip('/')}/{rel}"
+            self.put(keys[rel], path.read_bytes())
+        return keys
+
+    def get_folder(self, prefix: str, dest: Path) -> list[Path]:
+        """Every object under ``prefix/`` written below ``dest`` (the inverse of put_folder)."""
+        out = []
+        base = prefix.rstrip("/") + "/"
+        for key in self.list(base):
+            rel = key[len(base):]
+            path = Path(dest) / _check_key(rel)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(self.get(key))
+            out.append(path)
+        return out
 
 
 class LocalStorage(Storage):
@@ -158,6 +188,9 @@ class LocalStorage(Storage):
         except FileNotFoundError:
             pass
 
+    def link(self, key: str, *, expires_s: int = LINK_SECONDS) -> str:
+        return self._path(key).as_uri()
+
     def modified(self, key: str) -> float:
         try:
             return self._path(key).stat().st_mtime
@@ -193,8 +226,11 @@ class S3Storage(Storage):
         self.url = url.rstrip("/")
         if client is None:
             import boto3
+            from botocore.config import Config
 
-            client = boto3.client("s3", endpoint_url=endpoint_url)
+            # SigV4 everywhere: presigned links (report links) signed with SigV2 are refused by
+            # every region opened since 2014.
+            client = boto3.client("s3", endpoint_url=endpoint_url, config=Config(signature_version="s3v4"))
         self.client = client
 
     def _key(self, key: str) -> str:
@@ -266,6 +302,11 @@ class S3Storage(Storage):
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def link(self, key: str, *, expires_s: int = LINK_SECONDS) -> str:
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)},
+            ExpiresIn=min(int(expires_s), LINK_SECONDS))
 
     def modified(self, key: str) -> float:
         from botocore.exceptions import ClientError

@@ -1,8 +1,10 @@
 """The one module that imports Weights & Biases.
 
-Offline by default: runs are written under ``<home>/wandb/`` and never leave the machine
-(``wandb sync <folder>`` uploads them later). ``wandb_mode: online`` with a ``WANDB_API_KEY``
-sends them live; ``disabled`` turns tracking off (tests that do not check it).
+Offline by default: runs are written under ``<home>/wandb/`` and, when a run finishes, copied to
+the shared storage under ``wandb/<run folder>/`` (on a pod the home is scratch and goes with it);
+nothing leaves for W&B itself until ``mnistcl experiments wandb-pull`` brings a run back and
+``wandb sync <folder>`` uploads it. ``wandb_mode: online`` with a ``WANDB_API_KEY`` sends them
+live; ``disabled`` turns tracking off (tests that do not check it).
 """
 
 from __future__ import annotations
@@ -11,13 +13,19 @@ import os
 from pathlib import Path
 from typing import Any
 
+WANDB_PREFIX = "wandb"  # in the shared storage: one folder per finished run
+
 
 class Tracker:
     def __init__(self, *, mode: str, root: Path, project: str, name: str, group: str,
-                 config: dict[str, Any], tags: list[str] | None = None, job_type: str = "train"):
+                 config: dict[str, Any], tags: list[str] | None = None, job_type: str = "train",
+                 storage=None):
+        """``storage``: where the finished run's folder is copied (``wandb/<run folder>/``)."""
         self.mode = mode
         self.run = None
         self.dir: str | None = None
+        self.storage = storage
+        self.stored: str | None = None  # where the run lies in the shared storage once finished
         if mode == "disabled":
             return
         import wandb
@@ -30,6 +38,17 @@ class Tracker:
             settings=wandb.Settings(console="off", x_stats_sampling_interval=2.0),
         )
         self.dir = str(Path(self.run.dir).parent)  # .../wandb/offline-run-<time>-<id>
+        if storage is not None:
+            self.stored = storage.describe(self.key)
+
+    @property
+    def key(self) -> str:
+        return f"{WANDB_PREFIX}/{Path(self.dir).name}"
+
+    @property
+    def location(self) -> str | None:
+        """What an experiment records: the stored copy when there is one, else the local folder."""
+        return self.stored or self.dir
 
     def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
         if self.run is not None:
@@ -57,6 +76,36 @@ class Tracker:
         if self.run is not None:
             self.run.finish(exit_code=exit_code)
             self.run = None
+            if self.storage is not None:
+                from mnistcl.storage import StorageError
+
+                try:
+                    self.storage.put_folder(self.key, Path(self.dir))
+                except (StorageError, OSError) as exc:  # the training result matters more than its trace
+                    print(f"warning: W&B run {self.dir} not copied to {self.stored}: {exc}")
+                    self.stored = None
+
+
+def tracker(settings, **kwargs) -> Tracker:
+    """A Tracker from the settings: mode, project, <home>/wandb, and the shared storage."""
+    from mnistcl.stores import dataset_store
+
+    storage = None if settings.wandb_mode == "disabled" else dataset_store(settings).storage
+    return Tracker(mode=settings.wandb_mode, root=settings.home_dir / "wandb", project=settings.wandb_project,
+                   storage=storage, **kwargs)
+
+
+def pull_run(storage, location: str, dest: Path) -> Path:
+    """A run copied to the storage (``location`` as an experiment records it) brought back under
+    ``dest``; returns the run's folder, ready for ``wandb sync``."""
+    name = location.rstrip("/").rsplit("/", 1)[-1]
+    if not name.startswith(("offline-run-", "run-")):
+        raise ValueError(f"{location!r} is not a W&B run folder")
+    folder = Path(dest) / name
+    files = storage.get_folder(f"{WANDB_PREFIX}/{name}", folder)
+    if not files:
+        raise FileNotFoundError(f"no W&B run {name} in {storage.describe(WANDB_PREFIX)}")
+    return folder
 
 
 def track_dataset_version(settings, manifest) -> None:
@@ -67,13 +116,12 @@ def track_dataset_version(settings, manifest) -> None:
     import json
     import tempfile
 
-    tracker = Tracker(mode=settings.wandb_mode, root=settings.home_dir / "wandb", project=settings.wandb_project,
-                      name=f"dataset-{manifest.id}", group="datasets", job_type="dataset",
-                      config={"version": manifest.id, "parent": manifest.parent, "source": manifest.source})
+    run = tracker(settings, name=f"dataset-{manifest.id}", group="datasets", job_type="dataset",
+                  config={"version": manifest.id, "parent": manifest.parent, "source": manifest.source})
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "manifest.json"
         path.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2))
-        tracker.log_artifact(f"dataset-{manifest.id}", "dataset", [path],
-                             metadata={"parent": manifest.parent, "lineage": manifest.lineage,
-                                       "images": manifest.n_images, "source": manifest.source})
-        tracker.finish(0)
+        run.log_artifact(f"dataset-{manifest.id}", "dataset", [path],
+                         metadata={"parent": manifest.parent, "lineage": manifest.lineage,
+                                   "images": manifest.n_images, "source": manifest.source})
+        run.finish(0)

@@ -68,7 +68,7 @@ def plan_sweep(settings, *, profile_name: str = "quick", families: list[str] | N
     store = dataset_store(settings)
     version = store.resolve(dataset)
     sweep = sweep or new_sweep_id()
-    exps = ExperimentStore(settings.experiments_db_path)
+    exps = ExperimentStore(settings.experiments_location)
     ids, payloads = [], []
     for spec in specs:
         exp_id = exps.create(sweep, spec.family, spec.params, dataset=version, profile=prof.name, config=spec.config)
@@ -77,7 +77,7 @@ def plan_sweep(settings, *, profile_name: str = "quick", families: list[str] | N
             "spec": asdict(spec), "profile": asdict(prof), "exp_id": exp_id, "sweep": sweep,
             "dataset_version": version, "store_url": settings.store_url,
             "s3_endpoint_url": settings.s3_endpoint_url, "home": str(settings.home_dir),
-            "experiments_db": str(settings.experiments_db_path), "wandb_mode": settings.wandb_mode,
+            "experiments_db": settings.experiments_location, "wandb_mode": settings.wandb_mode,
             "wandb_project": settings.wandb_project, "prune": prune,
         }))
     return SweepPlan(sweep, prof, version, specs, ids, payloads)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mnistcl.datasets import DatasetStore
-from mnistcl.experiments import ExperimentStore
+from mnistcl.experiments import ARTIFACTS_PREFIX, ExperimentStore
 from mnistcl.onnx_utils import macs_per_image
 from mnistcl.storage import open_storage
 from mnistcl.tracking import Tracker
@@ -116,12 +116,16 @@ def run_experiment(
     data: TrainData,
     dataset_version: str,
     home: Path,
-    experiments_db: Path,
+    experiments_db: str,
     wandb_mode: str = "offline",
     wandb_project: str = "mnist-continual",
     prune: bool = False,
     progress_cb=None,
+    storage=None,
 ) -> ExperimentResult:
+    """One run of the sweep. ``storage`` (the shared store): the exported model goes to
+    ``experiments/<sweep>/<id>/`` there, and the finished W&B run to ``wandb/<run>/``, so that
+    the gate and the CLI in another pod find them (the row's ``artifact_dir`` is that key)."""
     import psutil
 
     store = ExperimentStore(experiments_db)
@@ -135,13 +139,13 @@ def run_experiment(
                       name=f"{spec.family}-{exp_id}", group=sweep,
                       config={"family": spec.family, **spec.config, "dataset": dataset_version,
                               "train_images": len(data.x_train), "experiment_id": exp_id},
-                      tags=[spec.family, sweep])
+                      tags=[spec.family, sweep], storage=storage)
     study = trial = None
     if prune:
         study, trial = _pruning_trial(home / "optuna-journal.log", f"{sweep}-{spec.family}")
     reporter = _Reporter(exp_id, tracker, trial, progress_cb)
     result = ExperimentResult(id=exp_id, family=spec.family, params=spec.params, status="failed",
-                              wandb_dir=tracker.dir)
+                              wandb_dir=tracker.location)
     try:
         model = mod.train(data, config, reporter)
         out = model.outcome
@@ -159,7 +163,11 @@ def run_experiment(
             macs = macs_per_image(files["onnx"])
             result.flops = 2 * macs
             result.onnx_path, result.native_path = str(files["onnx"]), str(files["native"])
-            fields.update(artifact_dir=str(art), onnx_path=result.onnx_path, native_path=result.native_path,
+            stored = str(art)
+            if storage is not None:
+                stored = f"{ARTIFACTS_PREFIX}/{sweep}/{exp_id}"
+                storage.put_folder(stored, art)
+            fields.update(artifact_dir=stored, onnx_path=result.onnx_path, native_path=result.native_path,
                           onnx_bytes=files["onnx"].stat().st_size, native_bytes=files["native"].stat().st_size,
                           macs=macs, flops=2 * macs)
             result.status = "completed"
@@ -181,7 +189,7 @@ def run_experiment(
             train_loss=last.loss if last else None, train_accuracy=last.accuracy if last else None,
             val_loss=result.val_loss, val_accuracy=result.val_accuracy, epochs=len(out.history),
             param_count=result.param_count, history=result.history, checkpoints=out.checkpoints,
-            wandb_dir=tracker.dir,
+            wandb_dir=tracker.location,
         )
         store.update(exp_id, **fields)
         tracker.summary({k: v for k, v in fields.items()
@@ -237,12 +245,12 @@ def run_in_worker(spec_json: str, queue=None) -> dict:
     spec = ExperimentSpec(**args.pop("spec"))
     profile = Profile(**args.pop("profile"))
 
-    ds = DatasetStore(open_storage(args.pop("store_url"), s3_endpoint_url=args.pop("s3_endpoint_url"))).load(
-        args["dataset_version"])
+    storage = open_storage(args.pop("store_url"), s3_endpoint_url=args.pop("s3_endpoint_url"))
+    ds = DatasetStore(storage).load(args["dataset_version"])
     data = prepare_data(ds.train_x, ds.train_y, profile, seed=args.pop("data_seed", 0))
     result = run_experiment(
-        spec, data=data, home=Path(args.pop("home")), experiments_db=Path(args.pop("experiments_db")),
-        progress_cb=queue.put if queue is not None else None, **args,
+        spec, data=data, home=Path(args.pop("home")), experiments_db=args.pop("experiments_db"),
+        progress_cb=queue.put if queue is not None else None, storage=storage, **args,
     )
     try:
         import keras

@@ -13,8 +13,10 @@
            ``mnistcl.accuracy.low`` (which the Prefect ``retrain`` deployment is triggered by)
            and an email
 
-Every check writes check.json and check.md (and drift.html, drift-<version>.html) to <home>/monitoring/checks/<time>/,
-and the latest numbers to <home>/monitoring/metrics.prom (Prometheus textfile format) and, when
+Every check writes check.json and check.md (and drift.html, drift-<version>.html) to the shared
+storage under ``reports/checks/<time>/`` (a working copy stays in <home>/monitoring/checks/<time>/,
+scratch on a pod); emails and Prefect artifacts link there (presigned HTTPS on S3) and carry the
+content (the drift report attached, the check as markdown). The latest numbers go to <home>/monitoring/metrics.prom (Prometheus textfile format) and, when
 ``pushgateway_url`` is set, to that Prometheus Pushgateway (job ``mnistcl_monitor``).
 """
 
@@ -46,12 +48,13 @@ from monitoring.rules import (
     evaluate_prediction_rules,
     load_config,
 )
-from monitoring.state import Decision, decide, monitor_state, retrain_lease
+from monitoring.state import Decision, cooldown_from, decide, monitor_state, retrain_lease
 
 DRIFT_DETECTED = "mnistcl.drift.detected"
 CONFIDENCE_LOW = "mnistcl.confidence.low"
 ACCURACY_LOW = "mnistcl.accuracy.low"
 REFERENCE_SEED = 7
+REPORTS_PREFIX = "reports/checks"  # in the shared storage: one folder per check, named by its window's end
 MIN_BATCH_IMAGES = 200  # a production batch smaller than this is too noisy to serve as a drift reference
 
 
@@ -73,6 +76,8 @@ class CheckResult:
     reference_dataset: str | None = None
     estimate: dict | None = None      # label-free accuracy estimate of the window (monitoring.estimate)
     metrics_push: str | None = None   # the Pushgateway's answer ("ok" or the error), when one is set
+    stored: str | None = None         # where the reports lie in the shared storage (reports/checks/<time>)
+    links: dict[str, str] = field(default_factory=dict)  # report file -> an address a person can open
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -246,9 +251,8 @@ def run_check(settings, cfg: MonitoringConfig | None = None, *, notify: bool = T
         st["windows"].append({"end": end, "breach": res.breach, "reasons": reasons, "drift_share": drift.share,
                               "champion_data": dataset})
         now = time.time()
-        last = max([t for t in (st.get("last_retrain_started"), st.get("last_trigger")) if t] or [0]) or None
         decision = decide(live_breaches(st["windows"], dataset, cut), cfg.trigger, now=now,
-                          last_retrain_started=last, retrain_running=running)
+                          last_retrain_started=cooldown_from(st, running=running), retrain_running=running)
         if decision.retrain:
             st["last_trigger"] = now
             st["windows"][-1]["triggered"] = True
@@ -258,6 +262,11 @@ def run_check(settings, cfg: MonitoringConfig | None = None, *, notify: bool = T
     if res.decision is None:
         return CheckResult(status="skipped", n_images=len(rows), window_start=start, window_end=end,
                            reasons=["another check recorded this window first"])
+    storage, prefix = stores(settings)[0].storage, f"{REPORTS_PREFIX}/{stamp}"
+    res.stored = storage.describe(prefix)
+    names = ["check.md", "check.json"] + sorted(p.name for p in folder.glob("*.html"))
+    res.links = {n: storage.link(f"{prefix}/{n}") for n in names}
+    storage.put_folder(prefix, folder)  # the drift reports, before an email links to them
     if notify:
         _notify(settings, cfg, res)
     text = prometheus_text(res)
@@ -265,6 +274,8 @@ def run_check(settings, cfg: MonitoringConfig | None = None, *, notify: bool = T
     if settings.pushgateway_url:
         res.metrics_push = push_metrics(settings.pushgateway_url, text)
     _write(res, folder)
+    for n in ("check.md", "check.json"):
+        storage.put(f"{prefix}/{n}", (folder / n).read_bytes())
     return res
 
 
@@ -300,7 +311,7 @@ def _notify(settings, cfg: MonitoringConfig, res: CheckResult) -> None:
         res.alerts.append(alerts.send(
             f"monitoring rules breached: {', '.join(r.name for r in input_breaches)}",
             f"Window of {res.n_images} production images ending {when}.\n\n" + "\n".join(lines)
-            + f"\n\nCheck: {res.folder}\n", settings))
+            + f"\n\nCheck: {_where(res, 'check.md')}\n", settings))
     if res.decision and res.decision.retrain:
         payload = {"reasons": res.reasons, "window_end": res.window_end, "n_images": res.n_images,
                    "drift_share": res.drift.share if res.drift else None, "check": res.folder,
@@ -321,8 +332,17 @@ def _notify(settings, cfg: MonitoringConfig, res: CheckResult) -> None:
             f"retraining triggered: {name}",
             f"{res.decision.reason}.\n\n" + "\n".join(f"- {r}" for r in res.reasons)
             + f"\n\nEvent {name} sent ({res.events[-1]['delivered']}); strategy {cfg.trigger.strategy}.\n"
-            f"Drift report: {res.drift.report_html if res.drift else '-'}\n", settings,
+            f"Check: {_where(res, 'check.md')}\n"
+            f"Drift report (attached): {_where(res, Path(res.drift.report_html).name) if res.drift and res.drift.report_html else '-'}\n",
+            settings,
             attachments=[Path(res.drift.report_html)] if res.drift and res.drift.report_html else None))
+
+
+def _where(res: CheckResult, name: str) -> str:
+    """A report file as an email names it: the link a person can open, and the stored object."""
+    link = res.links.get(name)
+    stored = f"{res.stored}/{name}" if res.stored else name
+    return f"{link} ({stored})" if link and link != stored else stored
 
 
 def _write(res: CheckResult, folder: Path) -> None:
@@ -384,6 +404,8 @@ def to_markdown(res: CheckResult) -> str:
     when = datetime.fromtimestamp(res.window_end or 0, UTC).isoformat(timespec="seconds")
     out = [f"# Monitoring check: {res.n_images} images ending {when}", "",
            f"**{'BREACH' if res.breach else 'ok'}**" + (f": {'; '.join(res.reasons)}" if res.reasons else ""), ""]
+    if res.stored:
+        out += [f"Stored: {res.stored}", ""]
     if res.metrics_push and res.metrics_push != "ok":
         out += [f"Metrics not pushed: {res.metrics_push}", ""]
     if res.decision:
@@ -402,7 +424,7 @@ def to_markdown(res: CheckResult) -> str:
                 f"{d.share:.0%} drifted, {d.seconds:.1f} s, against the nearest reference: "
                 f"{d.extra.get('reference', '-')} ({d.n_reference} images) of the champion's data {res.reference_dataset}"
                 f" (compared: {', '.join(f'{k} {v:.0%}' for k, v in d.extra.get('compared', {}).items())}). "
-                f"[Evidently report]({Path(d.report_html).name if d.report_html else 'drift.html'})", "", "| feature | score | drifted |", "|---|---|---|"]
+                f"[Evidently report]({res.links.get(Path(d.report_html).name if d.report_html else 'drift.html', 'drift.html')})", "", "| feature | score | drifted |", "|---|---|---|"]
         for c, v in sorted(d.scores.items(), key=lambda kv: -kv[1]):
             out.append(f"| {c} | {v:.3f} | {'yes' if c in d.drifted_columns else ''} |")
     for a in res.alerts:

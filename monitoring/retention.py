@@ -59,6 +59,28 @@ def _trim_events(path: Path, cutoff: float, dry_run: bool) -> int:
     return dropped
 
 
+def _remove_stored_reports(storage, cut: float, dry_run: bool) -> int:
+    """Check reports in the shared storage (reports/checks/<time>/...) older than ``cut``: the
+    folder's name is its window's end, so no object needs a stat; a name that is not a time
+    falls back to the object's write time."""
+    from datetime import UTC, datetime
+
+    from monitoring.check import REPORTS_PREFIX
+
+    n = 0
+    for key in storage.list(REPORTS_PREFIX + "/"):
+        stamp = key[len(REPORTS_PREFIX) + 1:].split("/", 1)[0]
+        try:
+            at = datetime.strptime(stamp.split("-")[0], "%Y%m%dT%H%M%S").replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            at = storage.modified(key)
+        if at < cut:
+            n += 1
+            if not dry_run:
+                storage.delete(key)
+    return n
+
+
 def apply_retention(settings, *, now: float | None = None, dry_run: bool = False) -> dict[str, Any]:
     """Delete by age; returns what was (or, with ``dry_run``, would be) removed per kind, and how
     many old logged images were kept back because the loop still needs them."""
@@ -80,6 +102,7 @@ def apply_retention(settings, *, now: float | None = None, dry_run: bool = False
         cut = now - r.reports_days * DAY
         removed["reports"] = _remove(_old_entries(settings.monitoring_dir / "checks", cut)
                                      + _old_entries(settings.home_dir / "retrain", cut), dry_run)
+        removed["stored_reports"] = _remove_stored_reports(dataset_store(settings).storage, cut, dry_run)
     if r.outbox_days:
         removed["outbox"] = _remove(_old_entries(settings.outbox, now - r.outbox_days * DAY, "*.eml"), dry_run)
     if r.events_days:

@@ -9,8 +9,10 @@ every flow run is a fresh pod), never on a pod's disk, and every change is a com
   retraining runs, and not within the cooldown after the last one started.
 - ``MonitorState``: ``state/monitoring-<log id>.json`` in the store: the cursor counts in one
   prediction log, so each log (production, a scenario's, staging's) has its own.
-- ``RetrainLock``: a lease, ``state/retrain-lease.json``: an owner and an expiry; a second
-  retraining that finds it held starts nothing; a lease whose holder died expires.
+- ``RetrainLock``: a lease, ``state/retrain-lease.json``: an owner and an expiry, renewed by
+  its holder (a heartbeat every third of the lease) for as long as the retraining runs; a second
+  retraining that finds it held starts nothing; the lease of a holder that died (a killed pod)
+  expires within one lease length (``retrain_lease_seconds``, 10 minutes by default).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -29,7 +32,7 @@ from mnistcl.storage import NotFound, Storage, open_storage, update_json
 from monitoring.rules import TriggerConfig
 
 HISTORY = 100
-STALE_LOCK_HOURS = 12.0
+LEASE_SECONDS = 600.0  # a dead holder's lease frees within this; a live one renews every third of it
 
 
 @dataclass
@@ -50,6 +53,24 @@ def decide(breaches: list[bool], trig: TriggerConfig, *, now: float, last_retrai
         left = trig.cooldown_hours * 3600 - (now - last_retrain_started)
         return Decision(False, f"in cooldown for another {left / 60:.0f} min after the last retraining")
     return Decision(True, f"{hits} of the last {len(recent)} windows breached")
+
+
+def died(st: dict, *, running: bool) -> bool:
+    """The last retraining started, never finished, and nothing runs now: its process died (a
+    killed pod). Not when it was itself the retry of one that died (no crash loop)."""
+    started = st.get("last_retrain_started")
+    return bool(started) and not running and (st.get("last_retrain_finished") or 0) < started \
+        and st.get("retry_of_crash") != started
+
+
+def cooldown_from(st: dict, *, running: bool) -> float | None:
+    """When the cooldown counts from: the last retraining's start or the last trigger; a
+    retraining that died starts none, nor does the trigger that started it."""
+    started = st.get("last_retrain_started")
+    times = [t for t in (started, st.get("last_trigger")) if t]
+    if died(st, running=running):
+        times = [t for t in times if t > started]
+    return max(times, default=None)
 
 
 def _fresh_state(cursor: int = 0) -> dict:
@@ -92,10 +113,13 @@ class RetrainLock:
 
     KEY = "state/retrain-lease.json"
 
-    def __init__(self, storage: Storage, ttl_hours: float = STALE_LOCK_HOURS):
+    def __init__(self, storage: Storage, ttl_s: float = LEASE_SECONDS):
         self.storage = storage
-        self.ttl_s = ttl_hours * 3600
+        self.ttl_s = float(ttl_s)
         self.owner: str | None = None
+        self.lost: str | None = None  # why a renewal failed: another holder took an expired lease
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
 
     def _read(self) -> dict | None:
         try:
@@ -128,12 +152,42 @@ class RetrainLock:
         held = update_json(self.storage, self.KEY, take, default=dict)
         if held is not None:
             raise RetrainBusy(f"a retraining is already running ({held.get('who')}, owner {held.get('owner')})")
-        self.owner = owner
+        self.owner, self.lost = owner, None
+        self._stop.clear()
+        self._beat = threading.Thread(target=self._heartbeat, args=(owner,), daemon=True, name="retrain-lease")
+        self._beat.start()
+
+    def renew(self, owner: str | None = None) -> bool:
+        """Push the expiry one lease length on, if ``owner`` (default: this holder) still holds it."""
+        owner = owner or self.owner
+
+        def extend(info: dict) -> bool:
+            if info.get("owner") != owner or info.get("released"):
+                return False
+            info["expires"] = time.time() + self.ttl_s
+            info["renewed"] = time.time()
+            return True
+
+        return bool(owner) and update_json(self.storage, self.KEY, extend, default=dict)
+
+    def _heartbeat(self, owner: str) -> None:
+        while not self._stop.wait(self.ttl_s / 3):
+            try:
+                if not self.renew(owner):
+                    self.lost = "the lease was taken by another holder after it expired"
+                    return
+                self.lost = None
+            except Exception as exc:  # noqa: BLE001 - a storage hiccup: try again at the next beat
+                self.lost = f"renewal failed: {exc}"
 
     def release(self) -> None:
         if self.owner is None:
             return
         owner, self.owner = self.owner, None
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join(timeout=30)
+            self._beat = None
 
         def free(info: dict) -> None:
             if info.get("owner") == owner:
@@ -148,7 +202,7 @@ def _storage(settings) -> Storage:
 
 def retrain_lease(settings) -> RetrainLock:
     """The retraining lease in the settings' store (one retraining per store at a time)."""
-    return RetrainLock(_storage(settings))
+    return RetrainLock(_storage(settings), ttl_s=settings.retrain_lease_seconds)
 
 
 def monitor_state(settings, plog: PredictionLog | None = None) -> MonitorState:

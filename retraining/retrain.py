@@ -1,7 +1,9 @@
 """Retraining: new labelled production data in, a validated (maybe promoted) model out.
 
 Plain functions; flows/retrain.py runs them as a Prefect flow. One retraining at a time (an
-exclusive lock under <home>/monitoring), and not again within the cooldown unless forced.
+lease in the shared store, monitoring.state), and not again within the cooldown unless forced; a
+retraining whose process died (a killed pod: started, never finished) is run again once by the
+next trigger, without waiting for the cooldown.
 
   1. data      the newly labelled production inputs (feedback since the last retraining) become
                a new dataset version on top of the latest one
@@ -30,12 +32,12 @@ from mnistcl.predictions import append_feedback
 from mnistcl.predlog import PredictionLog
 from mnistcl.registry import RegistryError
 from mnistcl.stores import stores
-from mnistcl.tracking import Tracker
+from mnistcl.tracking import tracker as make_tracker
 from models.common import NullReporter, TrainData
 from models.finetune import finetune
 from models.search import family_module
 from monitoring.rules import load_config
-from monitoring.state import RetrainBusy, monitor_state, retrain_lease
+from monitoring.state import RetrainBusy, died, monitor_state, retrain_lease
 from validation.gate import eval_fraction, load_gate
 from validation.promote import register_and_act, validate_candidate
 
@@ -187,11 +189,11 @@ def _track(settings, prep: PreparedData, strategy: str, reason: str, counts: dic
            gate: dict, train_seconds: float) -> None:
     """The retraining as a W&B run (job type retrain, group retrain): what it trained on, the
     gate's verdict, and the candidate's ONNX as artifact ``model-<version>`` (aliased by its verdict)."""
-    tracker = Tracker(mode=settings.wandb_mode, root=settings.home_dir / "wandb", project=settings.wandb_project,
-                      name=f"retrain-{gate['version']}", group="retrain", job_type="retrain",
-                      config={"strategy": strategy, "reason": reason, "dataset": prep.dataset,
-                              "champion_before": prep.champion, "n_feedback": prep.n_feedback, "train_images": counts},
-                      tags=["retrain", strategy])
+    tracker = make_tracker(settings, name=f"retrain-{gate['version']}", group="retrain", job_type="retrain",
+                           config={"strategy": strategy, "reason": reason, "dataset": prep.dataset,
+                                   "champion_before": prep.champion, "n_feedback": prep.n_feedback,
+                                   "train_images": counts},
+                           tags=["retrain", strategy])
     alias = gate["promoted"]["alias"] if gate.get("promoted") else "challenger" if gate.get("challenger") else None
     tracker.summary({"verdict": gate["verdict"], "status": _status(gate), "train_seconds": train_seconds,
                      **{f"accuracy/{s}": a for s, a in (gate.get("accuracy") or {}).items()},
@@ -227,7 +229,13 @@ def retrain(settings, *, strategy: str = "finetune-replay", reason: str = "manua
     try:
         if cooldown_hours is None:
             cooldown_hours = load_config(settings.monitoring_config or None).trigger.cooldown_hours
-        last = state.read().get("last_retrain_started")
+        st = state.read()
+        last, retrying = st.get("last_retrain_started"), False
+        if died(st, running=False):  # we hold the lease: nothing else runs
+            # Its pod died: that starts no cooldown, once (a retry that dies too does: no crash loop).
+            log(f"the retraining started {(t0 - last) / 60:.0f} min ago never finished (its process died): "
+                "running it again")
+            last, retrying = None, True
         if not force and last and t0 - last < cooldown_hours * 3600:
             why = f"in cooldown: the last retraining started {(t0 - last) / 60:.0f} min ago (cooldown {cooldown_hours} h)"
             log(f"skipped: {why}")
@@ -240,7 +248,8 @@ def retrain(settings, *, strategy: str = "finetune-replay", reason: str = "manua
             why = f"no new labelled data since the champion {prep.champion} (dataset {prep.dataset})"
             log(f"skipped: {why}")
             return {**result, "status": "skipped", "why": why}
-        state.update(lambda st: st.update(last_retrain_started=t0))  # the cooldown counts from here
+        state.update(lambda st: st.update(last_retrain_started=t0,  # the cooldown counts from here
+                                          **({"retry_of_crash": t0} if retrying else {})))
         work = settings.home_dir / "retrain" / time.strftime("%Y%m%dT%H%M%S", time.gmtime(t0))
         if strategy == "automl":
             if sweep is None:

@@ -155,7 +155,7 @@ def run_scenario(settings, sc: Scenario, out_dir: Path, *, orchestrator: str = "
     # A fresh working home for this run (prediction log, monitoring state, outbox, events); the
     # store and the experiment store are the system's own.
     run = settings.model_copy(update={"home": out_dir / "run", "storage_url": settings.store_url,
-                                      "experiments_db": str(settings.experiments_db_path), "predictions_db": ""})
+                                      "experiments_db": settings.experiments_location, "predictions_db": ""})
     base = read_yaml(Path(settings.monitoring_config or DEFAULT_CONFIG), "monitoring config", ScenarioError)
     for key, val in sc.monitoring.items():
         base[key] = {**(base.get(key) or {}), **val} if isinstance(val, dict) else val

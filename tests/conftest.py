@@ -83,6 +83,35 @@ def postgres_url(postgres_server):
     return postgres_server.url
 
 
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server on 127.0.0.1 (a real HTTP endpoint any process can reach)."""
+    from moto.server import ThreadedMotoServer
+
+    from deployment.serve import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_database(postgres_url):
+    """A URL of a new, empty database on the session's PostgreSQL server."""
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return postgres_url.rsplit("/", 1)[0] + "/" + name
+
+
 class _SmtpSink:
     def __init__(self):
         self.messages = []

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mnistcl.experiments import ExperimentStore
+from mnistcl.experiments import ExperimentStore, experiment_files
 from mnistcl.registry import Registry, RegistryError
 from mnistcl.stores import stores
 from validation.gate import GateConfig, GateReport, load_gate, report_files, validate
@@ -121,7 +121,7 @@ def validate_register_promote(settings, summary: dict, *, gate_path: Path | None
     the best promotable run by the objective becomes champion; failing that, the best challenger."""
     cfg = load_gate(gate_path)
     _, reg = stores(settings)
-    exps = ExperimentStore(settings.experiments_db_path)
+    exps = ExperimentStore(settings.experiments_location)
     done = [r for r in summary["leaderboard"] if r["status"] == "completed"][: max(cfg.candidates, 1)]
     out: dict[str, Any] = {"champion_before": reg.alias("champion"), "registered": [], "promoted": None,
                            "challenger": None, "mode": cfg.mode, "reports": {}}
@@ -130,14 +130,16 @@ def validate_register_promote(settings, summary: dict, *, gate_path: Path | None
     gate_reports = {}
     # The best of several is promoted: each is gated at the gate's share over their number.
     cfg = cfg.model_copy(update={"compared": max(len(done), 1)})
+    storage = stores(settings)[0].storage
     for row in done:
         e = exps.get(row["id"]).row
-        rep, files = validate_candidate(settings, cfg, Path(e["onnx_path"]), summary["dataset"],
+        model = experiment_files(storage, e, settings.home_dir / "cache")  # trained in another pod, perhaps
+        rep, files = validate_candidate(settings, cfg, model["onnx"], summary["dataset"],
                                         name=f"experiment {e['id']} ({e['family']})",
                                         report_dir=settings.home_dir / "reports" / f"experiment-{e['id']}",
                                         inputs=inputs, champion_cache=champion_cache)
         r = register_and_act(
-            settings, cfg, rep, {"onnx": Path(e["onnx_path"]), "native": Path(e["native_path"])}, files,
+            settings, cfg, rep, model, files,
             reason="", act=False, family=e["family"], config=e.get("config") or {}, params=e["params"],
             dataset=summary["dataset"], experiment_id=e["id"], sweep=e["sweep"],
             metrics={k: e[k] for k in ("val_accuracy", "val_loss", "wall_s", "cpu_s", "param_count", "flops")})

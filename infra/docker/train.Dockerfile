@@ -45,5 +45,8 @@ RUN pip install --upgrade "pip>=24" \
 
 RUN useradd --uid 10001 --create-home mnistcl
 USER 10001
-ENV MNISTCL_HOME=/tmp/mnistcl
+# The home is scratch only (caches, a check's working copy, W&B runs until they are copied to the
+# bucket); the flow Jobs mount an emptyDir here. Every piece of state lives in S3 and PostgreSQL
+# (docs/architecture.md, "Where state lives"), and the settings refuse to run otherwise.
+ENV MNISTCL_HOME=/home/mnistcl/scratch MNISTCL_REQUIRE_SHARED_STATE=true
 CMD ["mnistcl", "--help"]

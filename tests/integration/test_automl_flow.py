@@ -90,6 +90,27 @@ def test_flow_end_to_end(prefect_server, home, tmp_path):
     r = runner.invoke(app, ["experiments", "list", "--columns", "id,nonsense"])
     assert r.exit_code == 2 and "unknown column" in r.output
 
+    # What another pod needs lies in the shared store: each model under experiments/<sweep>/<id>/,
+    # each finished W&B run under wandb/<run>/, and the rows say where.
+    from mnistcl.experiments import ExperimentStore
+    from mnistcl.settings import load_settings
+    from mnistcl.stores import dataset_store
+
+    settings = load_settings()
+    storage = dataset_store(settings).storage
+    for row in summary["leaderboard"]:
+        e = ExperimentStore(settings.experiments_location).get(row["id"]).row
+        assert e["artifact_dir"] == f"experiments/{summary['sweep']}/{row['id']}"
+        assert storage.get(f"{e['artifact_dir']}/model.onnx") == Path(e["onnx_path"]).read_bytes()
+        assert e["wandb_dir"].startswith(storage.url) and "/wandb/offline-run-" in e["wandb_dir"]
+    stored = {k.split("/")[1] for k in storage.list("wandb/")}
+    assert stored == {r.name for r in runs}
+    r = runner.invoke(app, ["experiments", "wandb-pull", str(ids[0]), "--to", str(tmp_path / "pulled")])
+    assert r.exit_code == 0, r.output
+    pulled = next((tmp_path / "pulled").glob("offline-run-*"))
+    assert next(pulled.glob("*.wandb")).read_bytes() == next((runs[0].parent / pulled.name).glob("*.wandb")).read_bytes()
+    assert f"wandb sync {pulled}" in " ".join(r.output.split())
+
 
 def test_median_pruner_stops_a_hopeless_run(home, small_store):
     """Two sound runs finish; a run with a learning rate of 1e-6 is pruned at a checkpoint."""

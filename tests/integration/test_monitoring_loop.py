@@ -76,6 +76,7 @@ def test_inverted_inputs_breach_a_rule_and_email_the_data_scientist(champion_hom
     msg = smtp_server.messages[0]
     assert "inverted" in msg["Subject"] and msg["To"] == "ds@bank.example"
     assert "inverted polarity" in msg.get_payload()
+    assert f"{res.stored}/check.md" in msg.get_payload(decode=True).decode()  # where it lies, not a pod's path
     assert res.alerts[0]["via"] == "smtp"
     assert (s.monitoring_dir / "metrics.prom").read_text().count('mnistcl_input_rule_share{rule="inverted"} 0.1') == 1
     assert res.metrics_push == "ok"
@@ -98,6 +99,14 @@ def test_clean_traffic_is_quiet_and_alerts_fall_back_to_the_outbox(champion_home
     assert "mnistcl_drift_share" in (s.monitoring_dir / "metrics.prom").read_text()
     assert not any(r.breached for r in res.input_rules), [(r.name, r.share) for r in res.input_rules]
     assert (s.monitoring_dir / "checks").exists() and res.folder and (res.drift.report_html or "").endswith(".html")
+    # The reports lie in the shared storage (a pod's home is scratch), and the links open them.
+    storage = stores(s)[0].storage
+    stamp = Path(res.folder).name
+    assert res.stored == storage.describe(f"reports/checks/{stamp}")
+    assert storage.get(f"reports/checks/{stamp}/check.md") == (Path(res.folder) / "check.md").read_bytes()
+    assert storage.get(f"reports/checks/{stamp}/drift.html") == Path(res.drift.report_html).read_bytes()
+    assert b"<!DOCTYPE html>" in Path(res.links["drift.html"].removeprefix("file://")).read_bytes()
+    assert res.links["drift.html"] in (Path(res.folder) / "check.md").read_text()
     assert run_check(s).status == "waiting"  # nothing new since
     # Unreachable SMTP: the alert is written to the outbox instead, never lost.
     from monitoring import alerts

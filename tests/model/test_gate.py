@@ -72,7 +72,7 @@ def world(tmp_path, monkeypatch, mnist_small):
 
 def summary_for(settings, files, family="torchnet", dataset="v2"):
     """A sweep summary whose single completed run is the given exported model."""
-    exps = ExperimentStore(settings.experiments_db_path)
+    exps = ExperimentStore(settings.experiments_location)
     i = exps.create("sweep-test", family, {"channels": 8}, dataset=dataset, profile="test", config={"channels": 8})
     exps.update(i, status="completed", onnx_path=str(files["onnx"]), native_path=str(files["native"]), val_accuracy=0.9)
     return {"sweep": "sweep-test", "dataset": dataset,

@@ -50,12 +50,19 @@ def test_retention_keeps_what_the_loop_still_needs(tmp_path, monkeypatch, small_
                             + json.dumps({"event": "e2", "occurred": "2999-01-01T00:00:00+00:00"}) + "\n")
     log.log_rejected("predict", "bad payload")
     log._tx([("UPDATE rejected SET at = at - ?", [(40 * DAY,)])])
+    # Check reports in the shared storage: named by their window's end (the old one 40 days ago).
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(old))
+    for folder in (f"{stamp}-000", time.strftime("%Y%m%dT%H%M%S-000", time.gmtime())):
+        small_store.storage.put(f"reports/checks/{folder}/check.md", b"# check")
+        small_store.storage.put(f"reports/checks/{folder}/drift.html", b"<html>")
 
     dry = apply_retention(s, dry_run=True)
     assert dry["removed"]["prediction_images"] == 7 and log.count() == 10  # nothing deleted in a dry run
     out = apply_retention(s)
     # r0 (learned), r2-r7 (checked, unlabelled) go; r1 (label not learned), r8 (ditto), r9 (unchecked) stay.
-    assert out["removed"] == {"prediction_images": 7, "rejected": 1, "reports": 1, "outbox": 1, "events": 1}
+    assert out["removed"] == {"prediction_images": 7, "rejected": 1, "reports": 1, "stored_reports": 2, "outbox": 1,
+                              "events": 1}
+    assert [k.split("/")[2] for k in small_store.storage.list("reports/")] == [folder] * 2  # the new one stays
     assert out["kept_back"] == {"prediction_images": 3}
     assert log.request_ids() == {"r1", "r8", "r9"} and log.rejected_count() == 0
     assert len(log.paired_outcomes("m1", "m2")[0]) == 2  # the shadow answers went with their images

@@ -19,7 +19,7 @@ from monitoring.rules import (
     evaluate_prediction_rules,
     load_config,
 )
-from monitoring.state import RetrainBusy, RetrainLock, decide
+from monitoring.state import RetrainBusy, RetrainLock, cooldown_from, decide, died
 
 pytestmark = pytest.mark.unit
 
@@ -290,3 +290,37 @@ def test_alertmanager_config_routes_alerts_to_email_and_the_relay():
     assert route("alertname=MnistInputDrift", "prefect_event=mnistcl.drift.detected") == \
         "prefect-relay,data-scientist-email"
     assert route("alertname=MnistPredictLatencyHigh") == "data-scientist-email"
+
+
+def test_a_live_holder_renews_its_lease_and_a_dead_ones_lapses(tmp_path):
+    """A short lease (0.6 s): renewed every 0.2 s while held, so it outlives its length; a holder
+    that stops renewing (a killed pod) loses it within one length."""
+    store = LocalStorage(tmp_path)
+    a = RetrainLock(store, ttl_s=0.6)
+    a.acquire("long retraining")
+    first = a.holder()["expires"]
+    time.sleep(1.5)
+    assert a.holder() is not None and a.holder()["expires"] > first + 0.5 and a.lost is None
+    with pytest.raises(RetrainBusy):
+        RetrainLock(store, ttl_s=0.6).acquire("second")
+    a._stop.set()  # the heartbeat stops, as when the pod is killed
+    a._beat.join()
+    time.sleep(0.8)
+    b = RetrainLock(store, ttl_s=0.6)
+    b.acquire("after the holder died")
+    assert not a.renew()  # the old holder cannot take it back
+    a.owner = None
+    b.release()
+    assert not b.running()
+
+
+def test_a_retraining_that_died_starts_no_cooldown_once():
+    st = {"last_retrain_started": 100.0, "last_retrain_finished": 50.0, "last_trigger": 99.0}
+    assert died(st, running=False) and cooldown_from(st, running=False) is None
+    assert not died(st, running=True) and cooldown_from(st, running=True) == 100.0  # still running
+    st["last_trigger"] = 120.0  # a trigger after the start is its own
+    assert cooldown_from(st, running=False) == 120.0
+    st.update(last_trigger=99.0, retry_of_crash=100.0)  # the retry of a crash died too: cooldown holds
+    assert not died(st, running=False) and cooldown_from(st, running=False) == 100.0
+    st.update(last_retrain_finished=130.0)
+    assert not died(st, running=False) and cooldown_from(st, running=False) == 100.0

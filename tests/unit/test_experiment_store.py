@@ -5,8 +5,14 @@ from mnistcl.experiments import ExperimentNotFound, ExperimentStore
 pytestmark = pytest.mark.unit
 
 
-def test_create_update_list_sort(tmp_path):
-    s = ExperimentStore(tmp_path / "e.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request, tmp_path):
+    """The local default and the cluster's backend: one behaviour."""
+    return str(tmp_path / "e.db") if request.param == "sqlite" else request.getfixturevalue("pg_database")
+
+
+def test_create_update_list_sort(location):
+    s = ExperimentStore(location)
     a = s.create("sw1", "convnet", {"learning_rate": 0.001}, dataset="v1", profile="quick")
     b = s.create("sw1", "torchnet", {"learning_rate": 0.004}, dataset="v1", profile="quick")
     c = s.create("sw2", "vgg", {"width": 8}, dataset="v2", profile="quick")
@@ -24,3 +30,29 @@ def test_create_update_list_sort(tmp_path):
         s.list(sort="bogus; DROP TABLE experiments")
     with pytest.raises(ValueError, match="unknown experiment fields"):
         s.update(a, nonsense=1)
+    big = 12_345_678_901  # FLOPs of a large model: beyond a 32-bit integer
+    s.update(c, flops=big, macs=big // 2)
+    assert ExperimentStore(location).get(c).flops == big  # a second process (a new store) reads it
+
+
+def test_concurrent_trials_each_get_their_own_id(location):
+    """Trials in separate processes (pods) create and update rows at once; the schema is made
+    once, every id is distinct."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(3) as pool:
+        ids = sum(pool.starmap(_create_some, [(location, k) for k in range(3)]), [])
+    assert len(set(ids)) == 15
+    rows = ExperimentStore(location).list(status="completed")
+    assert sorted(e.id for e in rows) == sorted(ids) and {e.sweep for e in rows} == {"sw0", "sw1", "sw2"}
+
+
+def _create_some(location, k):
+    s = ExperimentStore(location)
+    out = []
+    for i in range(5):
+        exp_id = s.create(f"sw{k}", "torchnet", {"i": i}, dataset="v1", profile="quick")
+        s.update(exp_id, status="completed", val_accuracy=0.9)
+        out.append(exp_id)
+    return out

@@ -62,3 +62,22 @@ def test_import_has_no_side_effects(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_shared_state_required_refuses_pod_local_state(tmp_path, monkeypatch):
+    """The training image sets MNISTCL_REQUIRE_SHARED_STATE: a Job whose settings would keep state
+    on its own disk refuses to start, naming each setting."""
+    monkeypatch.setenv("MNISTCL_REQUIRE_SHARED_STATE", "true")
+    monkeypatch.setenv("MNISTCL_HOME", str(tmp_path))
+    with pytest.raises(ConfigError) as exc:
+        load_settings()
+    msg = str(exc.value)
+    assert "storage_url" in msg and "MNISTCL_PREDICTIONS_DB=postgresql://" in msg and "experiments_db" in msg
+    monkeypatch.setenv("MNISTCL_STORAGE_URL", "s3://bucket/mnistcl")
+    monkeypatch.setenv("MNISTCL_PREDICTIONS_DB", "postgresql://app@db/predictions")
+    with pytest.raises(ConfigError, match="experiments_db") as exc:
+        load_settings()
+    assert "predictions_db" not in str(exc.value)
+    monkeypatch.setenv("MNISTCL_EXPERIMENTS_DB", "postgresql://app@db/experiments")
+    s = load_settings()
+    assert s.experiments_location == "postgresql://app@db/experiments" and s.store_url == "s3://bucket/mnistcl"

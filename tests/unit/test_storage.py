@@ -41,3 +41,22 @@ def test_open_storage_dispatch(tmp_path):
     assert isinstance(open_storage(str(tmp_path)), LocalStorage)
     with pytest.raises(StorageError, match="unsupported"):
         open_storage("gs://bucket/x")
+
+
+def test_folders_go_in_and_come_back_and_links_open(tmp_path):
+    src = tmp_path / "run"
+    (src / "files").mkdir(parents=True)
+    (src / "run-1.wandb").write_bytes(b"\x00records")
+    (src / "files" / "config.yaml").write_text("lr: 0.1\n")
+    s = LocalStorage(tmp_path / "store")
+    keys = s.put_folder("wandb/offline-run-1", src)
+    assert keys == {"files/config.yaml": "wandb/offline-run-1/files/config.yaml",
+                    "run-1.wandb": "wandb/offline-run-1/run-1.wandb"}
+    back = s.get_folder("wandb/offline-run-1", tmp_path / "back")
+    assert sorted(p.relative_to(tmp_path / "back").as_posix() for p in back) == ["files/config.yaml", "run-1.wandb"]
+    assert (tmp_path / "back" / "run-1.wandb").read_bytes() == b"\x00records"
+    # A prefix is a folder, not a string prefix: offline-run-10 is not part of offline-run-1.
+    s.put("wandb/offline-run-10/x", b"other")
+    assert len(s.get_folder("wandb/offline-run-1", tmp_path / "again")) == 2
+    link = s.link("wandb/offline-run-1/run-1.wandb")
+    assert link.startswith("file://") and link.endswith("/store/wandb/offline-run-1/run-1.wandb")
