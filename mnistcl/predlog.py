@@ -402,11 +402,15 @@ class PredictionLog:
                                (start, end, endpoint))[0][0])
 
     def delete_old(self, *, before: float, checked_through: int, learned_through: int,
-                   dry_run: bool = False) -> tuple[int, int]:
+                   dry_run: bool = False, batch: int = 5000) -> tuple[int, int]:
         """Retention: delete logged images older than ``before`` (with their shadow answers),
         except those the monitoring has not checked yet (number above ``checked_through``) and
         labelled ones no dataset version holds yet (feedback number above ``learned_through``).
-        Returns (deleted, kept back by those two rules)."""
+        Returns (deleted, kept back by those two rules).
+
+        In transactions of ``batch`` rows, oldest numbers first: the model server keeps writing
+        meanwhile (a SQLite log takes one writer at a time, and 90 days of images in one
+        transaction would hold it for minutes); an interrupted run leaves whole batches done."""
         p = self.ph
 
         def safe(t: str) -> str:
@@ -414,14 +418,24 @@ class PredictionLog:
         args = (before, int(checked_through), int(learned_through))
         n_old = int(self._query(f"SELECT COUNT(*) FROM predictions WHERE at < {p}", (before,))[0][0])
         n_safe = int(self._query(f"SELECT COUNT(*) FROM predictions WHERE {safe('')}", args)[0][0])
-        if not dry_run and n_safe:
-            def delete(conn):
-                cur = conn.cursor()
-                cur.execute("DELETE FROM shadow WHERE EXISTS (SELECT 1 FROM predictions q WHERE q.request_id = "
-                            f"shadow.request_id AND q.item = shadow.item AND {safe('q.')})", args)
-                cur.execute(f"DELETE FROM predictions WHERE {safe('')}", args)
-            self._transaction(delete)
-        return n_safe, n_old - n_safe
+        if dry_run or not n_safe:
+            return n_safe, n_old - n_safe
+
+        def delete(conn) -> int:
+            cur = conn.cursor()
+            top = cur.execute(f"SELECT MAX(seq) FROM (SELECT seq FROM predictions WHERE {safe('')} ORDER BY seq "
+                              f"LIMIT {int(batch)}) AS b", args).fetchone()[0]
+            if top is None:
+                return 0
+            upto = (*args, int(top))
+            cur.execute("DELETE FROM shadow WHERE EXISTS (SELECT 1 FROM predictions q WHERE q.request_id = "
+                        f"shadow.request_id AND q.item = shadow.item AND {safe('q.')} AND q.seq <= {p})", upto)
+            cur.execute(f"DELETE FROM predictions WHERE {safe('')} AND seq <= {p}", upto)
+            return cur.rowcount
+        deleted = 0
+        while n := self._transaction(delete):
+            deleted += n
+        return deleted, n_old - n_safe
 
     def delete_rejected(self, *, before: float, dry_run: bool = False) -> int:
         p = self.ph

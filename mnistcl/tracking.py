@@ -13,6 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mnistcl.storage import StorageError
+from mnistcl.stores import dataset_store
+
 WANDB_PREFIX = "wandb"  # in the shared storage: one folder per finished run
 
 
@@ -77,8 +80,6 @@ class Tracker:
             self.run.finish(exit_code=exit_code)
             self.run = None
             if self.storage is not None:
-                from mnistcl.storage import StorageError
-
                 try:
                     self.storage.put_folder(self.key, Path(self.dir))
                 except (StorageError, OSError) as exc:  # the training result matters more than its trace
@@ -88,8 +89,6 @@ class Tracker:
 
 def tracker(settings, **kwargs) -> Tracker:
     """A Tracker from the settings: mode, project, <home>/wandb, and the shared storage."""
-    from mnistcl.stores import dataset_store
-
     storage = None if settings.wandb_mode == "disabled" else dataset_store(settings).storage
     return Tracker(mode=settings.wandb_mode, root=settings.home_dir / "wandb", project=settings.wandb_project,
                    storage=storage, **kwargs)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mnistcl.experiments import ExperimentStore
+from mnistcl.experiments import ARTIFACTS_PREFIX, ExperimentStore
 from mnistcl.stores import dataset_store
 from models.search import (
     ExperimentSpec,
@@ -194,7 +194,11 @@ def summarise(plan: SweepPlan, results: list[dict], wall_s: float) -> dict:
 
 
 def write_summary(settings, summary: dict) -> Path:
+    """The sweep's summary in the home and, for other pods, beside its models in the storage
+    (``experiments/<sweep>/summary.json``)."""
     out = settings.home_dir / "sweeps" / f"{summary['sweep']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2) + "\n")
+    body = json.dumps(summary, indent=2, default=str) + "\n"
+    out.write_text(body)
+    dataset_store(settings).storage.put(f"{ARTIFACTS_PREFIX}/{summary['sweep']}/summary.json", body.encode())
     return out

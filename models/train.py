@@ -17,6 +17,7 @@ import numpy as np
 from mnistcl.datasets import DatasetStore
 from mnistcl.experiments import ARTIFACTS_PREFIX, ExperimentStore
 from mnistcl.onnx_utils import macs_per_image
+from mnistcl.predlog import is_postgres
 from mnistcl.storage import open_storage
 from mnistcl.tracking import Tracker
 from models.common import EpochLog, TrainData
@@ -91,14 +92,37 @@ class _Reporter:
         self.tracker.log({f"epoch/{k}": v for k, v in asdict(log).items()}, step=self.step)
 
 
-def _pruning_trial(journal: Path, study_name: str):
+_OPTUNA_SCHEMA_LOCK = 0x6D6E6F70  # advisory lock key ("mnop")
+
+
+def pruning_storage(experiments_db: str, journal: Path):
+    """Where the median pruner's study lives: the experiment store's PostgreSQL database when it
+    is one (trials in separate pods compare with each other's checkpoints), else a journal file
+    beside the local experiment store (the worker processes of one machine)."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if is_postgres(experiments_db):
+        import psycopg
+
+        url = "postgresql+psycopg://" + experiments_db.split("://", 1)[1]  # SQLAlchemy's name for psycopg 3
+        # Optuna creates its tables (and enum types) on first use, which races between trials
+        # starting at once (a unique violation in pg_type): one at a time, on an advisory lock.
+        with psycopg.connect(experiments_db, autocommit=True, connect_timeout=5) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (_OPTUNA_SCHEMA_LOCK,))
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_OPTUNA_SCHEMA_LOCK,))
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    storage = JournalStorage(JournalFileBackend(str(journal)))
+    return JournalStorage(JournalFileBackend(str(journal)))
+
+
+def _pruning_trial(storage, study_name: str):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=study_name, storage=storage, direction="maximize", load_if_exists=True,
         # Median rule: stop a run whose checkpoint accuracy is below the median of finished
@@ -142,7 +166,8 @@ def run_experiment(
                       tags=[spec.family, sweep], storage=storage)
     study = trial = None
     if prune:
-        study, trial = _pruning_trial(home / "optuna-journal.log", f"{sweep}-{spec.family}")
+        study, trial = _pruning_trial(pruning_storage(experiments_db, home / "optuna-journal.log"),
+                                      f"{sweep}-{spec.family}")
     reporter = _Reporter(exp_id, tracker, trial, progress_cb)
     result = ExperimentResult(id=exp_id, family=spec.family, params=spec.params, status="failed",
                               wandb_dir=tracker.location)

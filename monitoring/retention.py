@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from mnistcl.predlog import PredictionLog
 from mnistcl.stores import dataset_store
+from monitoring.check import REPORTS_PREFIX
 from monitoring.state import monitor_state
 
 DAY = 86400.0
@@ -63,10 +64,6 @@ def _remove_stored_reports(storage, cut: float, dry_run: bool) -> int:
     """Check reports in the shared storage (reports/checks/<time>/...) older than ``cut``: the
     folder's name is its window's end, so no object needs a stat; a name that is not a time
     falls back to the object's write time."""
-    from datetime import UTC, datetime
-
-    from monitoring.check import REPORTS_PREFIX
-
     n = 0
     for key in storage.list(REPORTS_PREFIX + "/"):
         stamp = key[len(REPORTS_PREFIX) + 1:].split("/", 1)[0]

@@ -103,6 +103,7 @@ def test_flow_end_to_end(prefect_server, home, tmp_path):
         assert e["artifact_dir"] == f"experiments/{summary['sweep']}/{row['id']}"
         assert storage.get(f"{e['artifact_dir']}/model.onnx") == Path(e["onnx_path"]).read_bytes()
         assert e["wandb_dir"].startswith(storage.url) and "/wandb/offline-run-" in e["wandb_dir"]
+    assert json.loads(storage.get(f"experiments/{summary['sweep']}/summary.json"))["sweep"] == summary["sweep"]
     stored = {k.split("/")[1] for k in storage.list("wandb/")}
     assert stored == {r.name for r in runs}
     r = runner.invoke(app, ["experiments", "wandb-pull", str(ids[0]), "--to", str(tmp_path / "pulled")])

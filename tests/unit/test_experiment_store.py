@@ -56,3 +56,29 @@ def _create_some(location, k):
         s.update(exp_id, status="completed", val_accuracy=0.9)
         out.append(exp_id)
     return out
+
+
+def test_the_pruners_study_is_shared_through_the_experiment_database(pg_database, tmp_path):
+    """With the experiment store on PostgreSQL, trials in other pods see each other's checkpoints
+    (the median rule needs them); locally a journal file beside the home serves one machine."""
+    import multiprocessing as mp
+
+    import optuna
+
+    from models.train import pruning_storage
+
+    assert isinstance(pruning_storage(str(tmp_path / "e.db"), tmp_path / "j.log"), optuna.storages.JournalStorage)
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        pool.starmap(_finish_trial, [(pg_database, 0.9), (pg_database, 0.7)])
+    study = optuna.load_study(study_name="sw-torchnet", storage=pruning_storage(pg_database, tmp_path / "unused"))
+    assert sorted(t.value for t in study.trials) == [0.7, 0.9]
+    assert not (tmp_path / "unused").exists()
+
+
+def _finish_trial(url, value):
+    from models.train import _pruning_trial, pruning_storage
+
+    study, trial = _pruning_trial(pruning_storage(url, None), "sw-torchnet")
+    trial.report(value, 0)
+    study.tell(trial, value)
