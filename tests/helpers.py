@@ -24,3 +24,23 @@ def kill_when_marked(script: str, args: list[str], marker, timeout: float = 60.0
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(10)
+
+
+def seed_champion(settings, mnist_medium, export_dir):
+    """Dataset v1 (3,000 MNIST training digits + 1,000 test) and a small torchnet champion in the
+    settings' stores; returns the champion's exported files."""
+    import json
+
+    import models.torchnet as tn
+    from mnistcl.stores import stores
+    from models.common import NullReporter, TrainData
+
+    ds, reg = stores(settings)
+    x, y = mnist_medium["train"]
+    xt, yt = mnist_medium["test"]
+    ds.create({"train": (x, y), "test": (xt[:1000], yt[:1000])}, parent=None, source="test")
+    m = tn.train(TrainData(x, y, xt[:300], yt[:300]), tn.Config(epochs=2, channels=8), NullReporter())
+    files = m.export(export_dir)
+    mv = reg.register(files=files, family="torchnet", config=json.loads(json.dumps(m.config.__dict__)), dataset="v1")
+    reg.promote(mv.id, "champion", reason="test")
+    return files

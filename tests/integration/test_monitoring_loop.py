@@ -16,6 +16,7 @@ from mnistcl.stores import stores
 from monitoring.check import DRIFT_DETECTED, run_check
 from monitoring.rules import load_config
 from monitoring.state import monitor_state, retrain_lease
+from tests.helpers import seed_champion
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -23,19 +24,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture
 def champion_home(tmp_path, mnist_medium):
     """A home with dataset v1 (3,000 MNIST training digits + 1,000 test) and a small torchnet champion."""
-    import models.torchnet as tn
-    from models.common import NullReporter, TrainData
-
     s = Settings(home=tmp_path / "home")
-    ds, reg = stores(s)
-    x, y = mnist_medium["train"]
-    xt, yt = mnist_medium["test"]
-    ds.create({"train": (x, y), "test": (xt[:1000], yt[:1000])}, parent=None, source="test")
-    m = tn.train(TrainData(x, y, xt[:300], yt[:300]), tn.Config(epochs=2, channels=8), NullReporter())
-    files = m.export(tmp_path / "export")
-    mv = reg.register(files=files, family="torchnet", config=json.loads(json.dumps(m.config.__dict__)), dataset="v1")
-    reg.promote(mv.id, "champion", reason="test")
-    return s, files["onnx"]
+    return s, seed_champion(s, mnist_medium, tmp_path / "export")["onnx"]
 
 
 def log_traffic(settings, onnx_path, images, labels=None, per_request=10, prefix="r"):

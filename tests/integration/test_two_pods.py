@@ -27,6 +27,7 @@ from mnistcl.settings import Settings
 from mnistcl.shifts import apply
 from mnistcl.stores import stores
 from monitoring.state import RetrainLock, monitor_state
+from tests.helpers import seed_champion
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,9 +50,6 @@ def cluster(tmp_path, s3_endpoint, pg_database, postgres_url, mnist_medium, monk
     import boto3
     import psycopg
 
-    import models.torchnet as tn
-    from models.common import NullReporter, TrainData
-
     for k, v in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
                  ("AWS_DEFAULT_REGION", "us-east-1")):
         monkeypatch.setenv(k, v)
@@ -71,14 +69,7 @@ def cluster(tmp_path, s3_endpoint, pg_database, postgres_url, mnist_medium, monk
     op = Settings(home=tmp_path / "operator", storage_url=shared["MNISTCL_STORAGE_URL"], s3_endpoint_url=s3_endpoint,
                   predictions_db=pg_database, experiments_db=experiments, monitoring_config=shared["MNISTCL_MONITORING_CONFIG"],
                   wandb_mode="disabled")
-    ds, reg = stores(op)
-    x, y = mnist_medium["train"]
-    xt, yt = mnist_medium["test"]
-    ds.create({"train": (x, y), "test": (xt[:1000], yt[:1000])}, parent=None, source="test")
-    m = tn.train(TrainData(x, y, xt[:300], yt[:300]), tn.Config(epochs=2, channels=8), NullReporter())
-    files = m.export(tmp_path / "export")
-    mv = reg.register(files=files, family="torchnet", config=json.loads(json.dumps(m.config.__dict__)), dataset="v1")
-    reg.promote(mv.id, "champion", reason="test")
+    files = seed_champion(op, mnist_medium, tmp_path / "export")
     return {"settings": op, "env": shared, "onnx": files["onnx"], "tmp": tmp_path}
 
 
