@@ -73,8 +73,8 @@ lock: ## Re-resolve every environment from its requirements and rewrite requirem
 
 venv-infra: .venv-infra/bin/.installed ## Create the infrastructure-checks environment (checkov, check-jsonschema)
 
-infra-check: venv venv-infra ## Terraform fmt/validate, Kustomize + kubernetes-validate, checkov, workflow schemas
-	$(BIN)/python infra/check.py all
+infra-check: venv venv-infra ## Terraform fmt/validate and apply/plan/destroy against moto, overlays + kubernetes-validate, every wiring fact, checkov, workflow schemas
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration/test_infra.py
 
 demo: venv venv-serve ## The main job: ingest MNIST, AutoML (18 runs), champion, then the continual-learning scenario and its report
 	$(BIN)/mnistcl demo

@@ -151,6 +151,43 @@ def models_validate(
         raise typer.Exit(3 if rep.verdict == "challenger" else 1)
 
 
+@models_app.command("import")
+def models_import(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="Version (or alias) in the other registry.")],
+    from_store: Annotated[str, typer.Option("--from-store", help="The other environment's store URL, e.g. "
+                                                                 "s3://my-company-mnistcl-staging/mnistcl/store.")],
+    dataset: Annotated[str, typer.Option(help="This store's dataset version the copy is judged against.")] = "latest",
+    as_json: AsJson = False,
+) -> None:
+    """Copy a model version from another environment's registry into this one (staging -> prod):
+    its artifacts, checked against their sha256, and its record, under this registry's next id.
+    Then `mnistcl models validate <new id>` judges it on this environment's data.
+
+    Example:
+
+      mnistcl models import m7 --from-store s3://my-company-mnistcl-staging/mnistcl/store
+    """
+    from mnistcl.datasets import DatasetError
+    from mnistcl.registry import RegistryError
+    from mnistcl.stores import registry
+
+    settings = _settings(ctx)
+    reg = _registry(settings)
+    if from_store.rstrip("/") == settings.store_url.rstrip("/"):
+        _fail(f"--from-store is this environment's own store ({settings.store_url}); nothing to copy")
+    try:
+        source = registry(settings.model_copy(update={"storage_url": from_store}))
+        mv = reg.import_version(source, version, source_url=from_store, dataset=_store(settings).resolve(dataset))
+    except (RegistryError, DatasetError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        print_json(mv.model_dump(mode="json"))
+        return
+    console.print(f"imported {mv.copied_from['version']} from {from_store} as [bold]{mv.id}[/bold] "
+                  f"(dataset {mv.dataset}, {len(mv.artifacts)} artifacts)")
+
+
 @models_app.command("promote")
 def models_promote(
     ctx: typer.Context,
@@ -173,6 +210,28 @@ def models_promote(
     except RegistryError as exc:
         _fail(str(exc))
     console.print(f"{value(alias)}: {move.previous or '-'} -> [bold]{move.version}[/bold] (move {move.seq}, {move.reason})")
+
+
+@models_app.command("unset")
+def models_unset(
+    ctx: typer.Context,
+    reason: Annotated[str, typer.Option(help="Why; kept in the alias history.")] = "cleared by hand",
+) -> None:
+    """Clear the challenger alias (the canary predictor goes at the next `deploy render`). The
+    champion alias cannot be cleared: the model servers serve it.
+
+    Example:
+
+      mnistcl models unset --reason "canary finished"
+    """
+    from mnistcl.registry import RegistryError
+
+    reg = _registry(_settings(ctx))
+    try:
+        move = reg.move_alias("challenger", None, reason=reason)
+    except RegistryError as exc:
+        _fail(str(exc))
+    console.print(f"challenger: {move.previous or '-'} -> - (move {move.seq}, {move.reason})")
 
 
 @models_app.command("rollback")

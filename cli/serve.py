@@ -201,6 +201,8 @@ def deploy_render(
     env: Annotated[str, typer.Option(help="Environment from configs/deploy.yaml: staging or prod.")] = "staging",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the YAML here (default: stdout).")] = None,
     config: Annotated[Path | None, typer.Option(help="Deploy config (default configs/deploy.yaml).")] = None,
+    image: Annotated[str | None, typer.Option(help="Serving image (default: the config's), e.g. "
+                                                   "<registry>/mnist-continual/serving:<commit>, the tag CI pushed.")] = None,
 ) -> None:
     """Render the SeldonDeployment for the champion (and the challenger as a canary), checked
     against the SeldonDeployment schema and Kubernetes' PodSpec schema before it is written.
@@ -216,7 +218,7 @@ def deploy_render(
     try:
         champion = reg.resolve("champion")
         challenger = reg.alias("challenger")
-        docs = render(env, champion, challenger if challenger != champion else None, path=config)
+        docs = render(env, champion, challenger if challenger != champion else None, path=config, image=image)
         check_seldon_deployment(docs[-1])
     except (DeployError, RegistryError) as exc:
         _fail(str(exc))

@@ -16,6 +16,12 @@ from mnistcl.settings import read_yaml
 DEFAULT_DEPLOY = Path(__file__).resolve().parent.parent / "configs" / "deploy.yaml"
 SCHEMA = Path(__file__).resolve().parent.parent / "serving" / "seldondeployment.schema.json"
 HTTP_PORT, METRICS_PORT = 9000, 6000
+# Where the model container serves its metrics on the cluster: the Seldon operator (1.17.1) injects
+# PREDICTIVE_UNIT_METRICS_ENDPOINT from its executor.prometheus.path, /prometheus by default (set
+# explicitly in infra/terraform/modules/addons/helm_seldon.tf), and the wrapper serves that path on
+# the port named `metrics`. The PodMonitor scrapes exactly this (deployment/k8s.py).
+METRICS_PATH = "/prometheus"
+SETTINGS_CONFIGMAP = "mnistcl-settings"  # Terraform writes it per environment (MNISTCL_STORE_URL, ...)
 
 
 class DeployError(ValueError):
@@ -37,20 +43,22 @@ def load_env(env: str, path: Path | None = None) -> dict:
     return _merge(raw["base"], envs[env])
 
 
-def _pod_spec(cfg: dict, alias: str) -> dict:
+def _pod_spec(cfg: dict, alias: str, image: str | None) -> dict:
     return {
         "serviceAccountName": cfg["service_account"],
         "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001},
         "containers": [{
             "name": "classifier",
-            "image": cfg["image"],
+            "image": image or cfg["image"],
             "imagePullPolicy": "IfNotPresent",
             "command": ["python", "-m", "serving.server"],
             # In the pod the wrapper must listen on the pod IP; locally it binds 127.0.0.1.
             "args": ["--host", "0.0.0.0", "--port", str(HTTP_PORT), "--metrics-port", str(METRICS_PORT),
                      "--workers", str(cfg["workers"]), "--threads", str(cfg["threads"])],
             "env": [
-                {"name": "MNISTCL_STORE_URL", "value": cfg["store_url"]},
+                # This environment's registry: its bucket is Terraform's, so Terraform writes the URL.
+                {"name": "MNISTCL_STORE_URL",
+                 "valueFrom": {"configMapKeyRef": {"name": SETTINGS_CONFIGMAP, "key": "MNISTCL_STORE_URL"}}},
                 {"name": "MNISTCL_SERVE_ALIAS", "value": alias},
                 # Each predictor also scores every request with the other alias, answering nothing:
                 # canary or not, every labelled request pairs the two models (validation/shadow.py).
@@ -74,27 +82,30 @@ def _pod_spec(cfg: dict, alias: str) -> dict:
     }
 
 
-def _predictor(cfg: dict, name: str, alias: str, version: str, traffic: int) -> dict:
+def _predictor(cfg: dict, name: str, alias: str, version: str, traffic: int, image: str | None) -> dict:
     return {
         "name": name,
         "replicas": int(cfg["replicas"]),
         "traffic": traffic,
         "labels": {"mnistcl/alias": alias, "mnistcl/model-version": version},
         "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT),
-                        "prometheus.io/path": "/metrics"},
-        "componentSpecs": [{"spec": _pod_spec(cfg, alias)}],
+                        "prometheus.io/path": METRICS_PATH},
+        "componentSpecs": [{"spec": _pod_spec(cfg, alias, image)}],
         "graph": {"name": "classifier", "type": "MODEL", "endpoint": {"type": "REST", "httpPort": HTTP_PORT},
                   "children": []},
     }
 
 
-def render(env: str, champion: str, challenger: str | None = None, *, path: Path | None = None) -> list[dict]:
-    """The manifests for ``env``: the SeldonDeployment (and its ServiceAccount)."""
+def render(env: str, champion: str, challenger: str | None = None, *, path: Path | None = None,
+           image: str | None = None) -> list[dict]:
+    """The manifests for ``env``: the SeldonDeployment. Its ServiceAccount (with the IRSA role) and
+    the settings it reads are Terraform's (infra/terraform/modules/addons), so that applying this
+    never strips them. ``image`` overrides the config's serving image (the tag CI pushed)."""
     cfg = load_env(env, path)
     canary = int(cfg["canary_traffic"]) if challenger else 0
-    predictors = [_predictor(cfg, "champion", "champion", champion, 100 - canary)]
+    predictors = [_predictor(cfg, "champion", "champion", champion, 100 - canary, image)]
     if challenger:
-        predictors.append(_predictor(cfg, "challenger", "challenger", challenger, canary))
+        predictors.append(_predictor(cfg, "challenger", "challenger", challenger, canary, image))
     labels = {"app.kubernetes.io/name": cfg["name"], "app.kubernetes.io/part-of": "mnist-continual",
               "mnistcl/env": env}
     sdep = {
@@ -104,11 +115,7 @@ def render(env: str, champion: str, challenger: str | None = None, *, path: Path
                      "annotations": {"mnistcl/champion": champion, "mnistcl/challenger": challenger or ""}},
         "spec": {"protocol": "seldon", "transport": "rest", "predictors": predictors},
     }
-    sa = {"apiVersion": "v1", "kind": "ServiceAccount",
-          "metadata": {"name": cfg["service_account"], "namespace": cfg["namespace"], "labels": labels}}
-    if cfg.get("role_arn"):  # IRSA: the role Terraform creates for read access to the model bucket
-        sa["metadata"]["annotations"] = {"eks.amazonaws.com/role-arn": cfg["role_arn"]}
-    return [sa, sdep]
+    return [sdep]
 
 
 def check_seldon_deployment(doc: dict) -> None:

@@ -5,7 +5,7 @@
 Work pools:
   mnistcl-local  process pool (the default): flows run as processes on this machine
   mnistcl-k8s    kubernetes pool (prefect-kubernetes): flows run as Kubernetes Jobs on GPU nodes,
-                 base job template infra/k8s/base/prefect-gpu-job-template.json (generated here from
+                 base job template infra/k8s/prefect-gpu-job-template.json (generated here from
                  prefect-kubernetes's default template: GPU limit, toleration, node selector)
 """
 
@@ -21,31 +21,50 @@ from deployment.serve import wait_http_ok
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFECT_YAML = ROOT / "prefect.yaml"
-GPU_TEMPLATE = ROOT / "infra" / "k8s" / "base" / "prefect-gpu-job-template.json"
+GPU_TEMPLATE = ROOT / "infra" / "k8s" / "prefect-gpu-job-template.json"
 LOCAL_POOL = "mnistcl-local"
 K8S_POOL = "mnistcl-k8s"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 GPU_NODE_LABEL = {"mnist-continual/pool": "gpu"}
 
 
-SETTINGS_CONFIGMAP = "mnistcl-settings"  # MNISTCL_STORAGE_URL, MNISTCL_PUSHGATEWAY_URL (infra/k8s overlays)
-SECRETS = "mnistcl-secrets"               # MNISTCL_PREDICTIONS_DB (and MNISTCL_SMTP_PASSWORD, WANDB_API_KEY)
+SETTINGS_CONFIGMAP = "mnistcl-settings"  # Terraform (modules/addons): registry, Pushgateway, Prefect API URL, namespace
+SECRETS = "mnistcl-secrets"               # the operator: MNISTCL_PREDICTIONS_DB, MNISTCL_EXPERIMENTS_DB, relay token, ...
+PREFECT_AUTH_SECRET = "prefect-auth"      # Terraform: PREFECT_API_AUTH_STRING, what the cluster's Prefect server checks
+TRAIN_IMAGE_ENV = "MNISTCL_TRAIN_IMAGE"   # prefect.yaml's -k8s deployments run this image (<registry>/mnist-continual/train:<sha>)
 
 
 SCRATCH = "/home/mnistcl/scratch"  # MNISTCL_HOME in the training image
+# What a g5.xlarge (4 vCPU, 16 GiB, 1 A10G) offers a pod once the kubelet's reservation and the
+# daemonsets (aws-node, kube-proxy, ebs-csi-node, the device plugin, eks-pod-identity-agent) have
+# theirs: about 3.9 CPU and 14.5 GiB allocatable, ~0.4 CPU and ~0.6 GiB of it to daemonsets. A
+# request must fit what is left, or the Job never schedules.
+JOB_CPU_REQUEST, JOB_MEMORY_REQUEST, JOB_MEMORY_LIMIT = "3", "12Gi", "13Gi"
 
 
 def gpu_job_template() -> dict:
-    """prefect-kubernetes's default base job template, plus a GPU: limit, toleration, node selector."""
+    """prefect-kubernetes's default base job template, plus a GPU (limit, toleration, node
+    selector), the cluster's settings, a scratch home, no Istio sidecar, and requests that fit a
+    g5.xlarge. The namespace default is the environment's: Terraform sets it when it hands this
+    template to the worker chart (modules/job_template)."""
     from prefect_kubernetes.worker import KubernetesWorker
 
     t = json.loads(json.dumps(KubernetesWorker.get_default_base_job_template()))
-    pod = t["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    job = t["job_configuration"]["job_manifest"]["spec"]
+    pod = job["template"]["spec"]
+    # prefect-kubernetes puts these two Job fields inside the pod spec, where Kubernetes drops them.
+    for key in ("completions", "parallelism"):
+        if key in pod:
+            job[key] = pod.pop(key)
+    # The flow-run namespace has Istio injection (the model pods need it): a sidecar would keep the
+    # Job's pod running after the flow ends, so the Job never completes.
+    job["template"]["metadata"] = {"annotations": {"sidecar.istio.io/inject": "false"}}
     container = pod["containers"][0]
     container["resources"]["limits"]["nvidia.com/gpu"] = "{{ gpu_limit }}"
-    # The settings every flow needs on the cluster (registry, prediction log, Pushgateway): the
-    # ConfigMap and Secret the Kustomize overlays describe (infra/k8s).
-    container["envFrom"] = [{"configMapRef": {"name": SETTINGS_CONFIGMAP}}, {"secretRef": {"name": SECRETS}}]
+    # The settings every flow needs on the cluster (registry, prediction log, Pushgateway, Prefect):
+    # the ConfigMap and the Secrets Terraform and the operator create (docs/kubernetes.md).
+    container["envFrom"] = [{"configMapRef": {"name": SETTINGS_CONFIGMAP}}, {"secretRef": {"name": SECRETS}},
+                            {"secretRef": {"name": PREFECT_AUTH_SECRET}}]
     # The home is scratch (caches, a check's working copy, W&B runs until copied to the bucket):
     # an emptyDir the size of a few models and datasets. Nothing in it outlives the Job, and
     # nothing needs to: the image sets MNISTCL_REQUIRE_SHARED_STATE (infra/docker/train.Dockerfile).
@@ -56,12 +75,10 @@ def gpu_job_template() -> dict:
     props = t["variables"]["properties"]
     props["gpu_limit"] = {"type": "integer", "default": 1, "minimum": 0, "title": "GPUs",
                           "description": "NVIDIA GPUs for the flow run's pod (nvidia.com/gpu)."}
-    props["image"]["default"] = "ghcr.io/mnist-continual/train:latest"
     props["service_account_name"]["default"] = "mnist-training"  # IRSA: read/write the bucket
-    props["namespace"]["default"] = "mnist-prod"  # staging: --job-variable namespace=mnist-staging
-    props["cpu_request"]["default"] = "4"
-    props["memory_request"]["default"] = "16Gi"
-    props["memory_limit"]["default"] = "32Gi"
+    props["cpu_request"]["default"] = JOB_CPU_REQUEST
+    props["memory_request"]["default"] = JOB_MEMORY_REQUEST
+    props["memory_limit"]["default"] = JOB_MEMORY_LIMIT
     props["finished_job_ttl"]["default"] = 3600
     return t
 
@@ -99,8 +116,10 @@ def wait_for_api(api_url: str, timeout: float = 240.0) -> bool:
     return wait_http_ok(f"{api_url}/health", timeout, interval=0.5)
 
 
-def _prefect(args: list[str], api_url: str, home: Path, check: bool = True) -> subprocess.CompletedProcess:
-    out = subprocess.run([prefect_bin(), *args], env=prefect_env(api_url, home), cwd=ROOT, capture_output=True,
+def _prefect(args: list[str], api_url: str, home: Path, check: bool = True,
+            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    out = subprocess.run([prefect_bin(), *args], env={**prefect_env(api_url, home), **(extra_env or {})}, cwd=ROOT,
+                         capture_output=True,
                          text=True, timeout=300)
     if check and out.returncode:
         raise RuntimeError(f"prefect {' '.join(args)} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
@@ -114,13 +133,19 @@ def create_pools(api_url: str, home: Path, kubernetes: bool = True) -> None:
                   "--overwrite"], api_url, home)
 
 
-def deploy(api_url: str, home: Path, names: list[str] | None = None) -> str:
-    """``prefect deploy`` of prefect.yaml's deployments (all local ones by default)."""
+def deploy(api_url: str, home: Path, names: list[str] | None = None, *, train_image: str | None = None) -> str:
+    """``prefect deploy`` of prefect.yaml's deployments (all local ones by default). The -k8s ones
+    run the training image named by ``train_image`` (or $MNISTCL_TRAIN_IMAGE): refused without it,
+    since prefect.yaml would otherwise store the placeholder as the image."""
     names = names or ["train", "monitor", "retrain", "judge", "retention"]
+    image = train_image or os.environ.get(TRAIN_IMAGE_ENV, "")
+    if any(n.endswith("-k8s") for n in names) and not image:
+        raise ValueError(f"the -k8s deployments need the training image: set {TRAIN_IMAGE_ENV}="
+                         "<registry>/mnist-continual/train:<commit> (the tag CI pushed)")
     args = ["--no-prompt", "deploy", "--prefect-file", str(PREFECT_YAML)]
     for n in names:
         args += ["--name", n]
-    return _prefect(args, api_url, home).stdout
+    return _prefect(args, api_url, home, extra_env={TRAIN_IMAGE_ENV: image} if image else None).stdout
 
 
 def start_worker(api_url: str, home: Path, log: Path, pool: str = LOCAL_POOL,

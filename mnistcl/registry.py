@@ -65,6 +65,7 @@ class ModelVersion(BaseModel):
     gate_verdict: str | None = None  # promote | challenger | reject (the gate's decision)
     artifacts: dict[str, Artifact]  # "onnx", "native", "report_md", "report_json"
     note: str = ""
+    copied_from: dict[str, str] | None = None  # {"store": URL, "version": id}: imported from another registry
 
 
 class AliasMove(BaseModel):
@@ -158,19 +159,36 @@ class Registry:
         for kind, text in (reports or {}).items():
             arts[kind] = self._put_object(text.encode(), f"validation.{'md' if kind.endswith('md') else 'json'}")
         rev = code_revision()
+        return self._allocate(lambda vid: ModelVersion(
+            id=vid, created=_now(), family=family, config=config, params=params or {}, dataset=dataset,
+            experiment_id=experiment_id, sweep=sweep, parent_model=parent_model, code_revision=rev,
+            metrics=metrics or {}, validation=validation, gate_passed=gate_passed, gate_verdict=gate_verdict,
+            artifacts=arts, note=note))
+
+    def _allocate(self, make) -> ModelVersion:
+        """Write ``make(next id)`` as the version record, exclusively (a racing writer takes the next)."""
         for _ in range(50):
             ids = self.ids()
-            vid = f"m{int(ids[-1][1:]) + 1 if ids else 1}"
-            mv = ModelVersion(id=vid, created=_now(), family=family, config=config, params=params or {},
-                              dataset=dataset, experiment_id=experiment_id, sweep=sweep, parent_model=parent_model,
-                              code_revision=rev, metrics=metrics or {}, validation=validation,
-                              gate_passed=gate_passed, gate_verdict=gate_verdict, artifacts=arts, note=note)
+            mv = make(f"m{int(ids[-1][1:]) + 1 if ids else 1}")
             try:
-                self.storage.put(f"{VERSIONS}{vid}.json", mv.model_dump_json(indent=2).encode(), exclusive=True)
+                self.storage.put(f"{VERSIONS}{mv.id}.json", mv.model_dump_json(indent=2).encode(), exclusive=True)
                 return mv
             except AlreadyExists:
                 continue
         raise RegistryError("could not allocate a model version id")
+
+    def import_version(self, source: Registry, ref: str, *, source_url: str, dataset: str) -> ModelVersion:
+        """Copy a version from another registry (another environment's) into this one, under this
+        registry's next id: its artifacts, each checked against its sha256 on the way, then the
+        record, which names where it came from. ``dataset`` is this store's version the copy is
+        judged and fine-tuned against (the original lineage stays in the source registry)."""
+        mv = source.get(ref)
+        arts = {kind: self._put_object(source.artifact_bytes(mv.id, kind), a.filename)
+                for kind, a in mv.artifacts.items()}
+        data = mv.model_dump()
+        data.update(artifacts=arts, dataset=dataset, parent_model=None, validation=None, gate_passed=None,
+                    gate_verdict=None, copied_from={"store": source_url, "version": mv.id})
+        return self._allocate(lambda vid: ModelVersion(**{**data, "id": vid, "created": _now()}))
 
     def artifact_bytes(self, ref: str, kind: str = "onnx") -> bytes:
         mv = self.get(ref)

@@ -118,6 +118,12 @@ class Settings(BaseSettings):
         description="Prometheus Pushgateway (http://host:9091) that each monitoring check pushes its gauges to "
                     "(job mnistcl_monitor); empty: only the textfile <home>/monitoring/metrics.prom.",
     )
+    k8s_namespace: str = Field(
+        default="",
+        description="The Kubernetes namespace the system runs in (set by Terraform's mnistcl-settings ConfigMap): "
+                    "the monitor's pushed gauges carry it as their `namespace` label, so that their alerts reach "
+                    "this environment's AlertmanagerConfig (the operator matches on the namespace).",
+    )
 
     retrain_lease_seconds: float = Field(
         default=600.0, gt=0,

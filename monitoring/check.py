@@ -272,7 +272,7 @@ def run_check(settings, cfg: MonitoringConfig | None = None, *, notify: bool = T
     text = prometheus_text(res)
     _write_textfile(text, settings.monitoring_dir / "metrics.prom")
     if settings.pushgateway_url:
-        res.metrics_push = push_metrics(settings.pushgateway_url, text)
+        res.metrics_push = push_metrics(settings.pushgateway_url, text, namespace=settings.k8s_namespace)
     _write(res, folder)
     for n in ("check.md", "check.json"):
         storage.put(f"{prefix}/{n}", (folder / n).read_bytes())
@@ -383,15 +383,18 @@ def _write_textfile(text: str, prom: Path) -> None:
 PUSH_JOB = "mnistcl_monitor"
 
 
-def push_metrics(url: str, text: str, timeout: float = 10.0) -> str:
+def push_metrics(url: str, text: str, timeout: float = 10.0, *, namespace: str = "") -> str:
     """Replace the ``mnistcl_monitor`` group on a Pushgateway with ``text``. On a cluster the monitor
-    runs as a short Job that Prometheus cannot scrape; the Pushgateway keeps its last numbers.
+    runs as a short Job that Prometheus cannot scrape; the Pushgateway keeps its last numbers. With
+    ``namespace``, the group (and so every pushed series, the Pushgateway being scraped with
+    honorLabels) carries that ``namespace`` label instead of the Pushgateway's own.
     Returns "ok" or the error: an unreachable Pushgateway never fails the check (the textfile, the
     events and the emails do not depend on it)."""
     import httpx
 
     try:
-        r = httpx.put(f"{url}/metrics/job/{PUSH_JOB}", content=text.encode(), timeout=timeout,
+        group = f"/metrics/job/{PUSH_JOB}" + (f"/namespace/{namespace}" if namespace else "")
+        r = httpx.put(f"{url}{group}", content=text.encode(), timeout=timeout,
                       headers={"Content-Type": "text/plain; version=0.0.4"})
     except httpx.HTTPError as exc:
         return f"Pushgateway {url} unreachable: {exc}"

@@ -1,7 +1,22 @@
-"""Infrastructure as code, offline: Terraform fmt/validate (modules with the aws provider from the
-local mirror), Kustomize overlays rendered and validated, generated files in sync with their
-sources, checkov with every skip explained, and the GitHub workflows against their schema."""
+"""Infrastructure as code, offline, and every wiring fact a first `terraform apply` and
+`kubectl apply -k` depend on, checked on the rendered output:
 
+- Terraform fmt/validate (modules with the aws provider from the local mirror), and a real
+  `terraform apply`, plan (no changes) and destroy of an environment's AWS side against moto's
+  server on 127.0.0.1;
+- Kustomize overlays rendered and validated; generated files in sync with their sources;
+- the Istio Gateway exists and is the one the Seldon operator binds VirtualServices to, selecting
+  the ingress pods the gateway chart labels; the PodMonitor scrapes the path the operator injects;
+- the flow Jobs' pod template has no Istio sidecar and runs in the environment's namespace;
+- the AlertmanagerConfig keeps the relay's token after Kustomize; every image is one CI pushes;
+  every Secret, ConfigMap and ServiceAccount a pod or chart names is created (or documented);
+- checkov with every skip explained, and the GitHub workflows against their schema.
+
+What cannot be checked here (no cluster, no AWS account) is listed in docs/kubernetes.md.
+"""
+
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +32,9 @@ import check  # noqa: E402  (infra/check.py: the same code CI runs)
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 INFRA_VENV = ROOT / ".venv-infra" / "bin"
+TF = ROOT / "infra" / "terraform"
+ADDONS = TF / "modules" / "addons"
+ENVS = ("staging", "prod")
 
 
 def need(binary: str):
@@ -24,6 +42,46 @@ def need(binary: str):
         pytest.skip(f"{binary} is not installed (make venv-infra / the Debian package)")
 
 
+def addons_text() -> str:
+    return "".join(p.read_text() for p in sorted(ADDONS.glob("*.tf")))
+
+
+def tf_default(module: Path, variable: str) -> str:
+    """A variable's string default, read from the module's variables.tf."""
+    text = (module / "variables.tf").read_text()
+    block = re.search(rf'variable "{variable}" {{(.*?)\n}}', text, re.S)
+    assert block, f"{module.name}: no variable {variable}"
+    return re.search(r'default\s*=\s*"([^"]*)"', block.group(1)).group(1)
+
+
+def rendered(env: str) -> list[dict]:
+    need("kubectl")
+    return check.render(env)
+
+
+def pods_of(docs: list[dict]) -> list[tuple[str, dict]]:
+    """(owner, pod spec) for every pod template in the rendered overlay, the SeldonDeployment's too."""
+    out = []
+    for d in docs:
+        if d["kind"] in ("Deployment", "StatefulSet", "Job"):
+            out.append((f"{d['kind']}/{d['metadata']['name']}", d["spec"]["template"]["spec"]))
+        elif d["kind"] == "SeldonDeployment":
+            for p in d["spec"]["predictors"]:
+                for cs in p["componentSpecs"]:
+                    out.append((f"SeldonDeployment/{p['name']}", cs["spec"]))
+    return out
+
+
+def env_of(container: dict) -> list[dict]:
+    env = container.get("env")
+    return env if isinstance(env, list) else []  # the job template's env is "{{ env }}"
+
+
+def job_pod(template: dict) -> dict:
+    return template["job_configuration"]["job_manifest"]["spec"]["template"]
+
+
+# ------------------------------------------------------------------ generated files, Terraform
 def test_generated_kubernetes_files_match_their_sources():
     from deployment import k8s
 
@@ -38,64 +96,219 @@ def test_terraform_fmt_and_offline_validate():
     report = check.check_terraform()
     validated = {r["root"] for r in report["validated"]}
     if report["mirror"]:
-        assert validated == {"modules/network", "modules/eks", "modules/storage", "modules/irsa", "modules/kms"}
+        assert validated == {"modules/network", "modules/eks", "modules/storage", "modules/irsa", "modules/kms",
+                             "modules/ecr", "modules/job_template"}
         assert {r["root"] for r in report["fmt_only"]} == {"modules/addons", "envs/staging", "envs/prod"}
-    assert not list((ROOT / "infra/terraform").rglob(".terraform*")), "init must not write into the repository"
+    assert not list(TF.rglob(".terraform")), "init must not write into the repository"
 
 
 def test_terraform_layout_one_file_per_kind():
-    for module in (ROOT / "infra/terraform/modules").iterdir():
+    for module in (TF / "modules").iterdir():
         names = {p.name for p in module.glob("*.tf")}
         assert {"variables.tf", "outputs.tf", "versions.tf"} <= names, module
-    import re
+    for env in ENVS:
+        text = "".join(p.read_text() for p in (TF / "envs" / env).glob("*.tf"))
+        for m in ("network", "eks", "storage", "irsa", "ecr", "addons"):
+            assert re.search(rf'source\s*=\s*"\.\./\.\./modules/{m}"', text), (env, m)
+        # Nothing in the cluster before its node groups and core add-ons exist.
+        assert re.search(r'module "addons" \{.*?depends_on\s*=\s*\[module\.eks\]', text, re.S), env
+        # Each environment's pods read its own bucket, the one Terraform creates.
+        assert "store_url                   = module.storage.store_url" in text, env
+    eks = (TF / "modules/eks/nodegroups.tf").read_text()
+    assert re.search(r'effect\s*=\s*"NO_SCHEDULE"', eks) and re.search(r'"mnist-continual/pool"\s*=\s*"gpu"', eks)
+    s3 = (TF / "modules/storage/s3.tf").read_text()
+    assert re.search(r"block_public_policy\s*=\s*true", s3) and re.search(r'status\s*=\s*"Enabled"', s3) and "aws:kms" in s3
 
-    def has(text, pattern):
-        return re.search(pattern, text) is not None
 
-    for env in ("staging", "prod"):
-        main = (ROOT / f"infra/terraform/envs/{env}/main.tf").read_text()
-        for m in ("network", "eks", "storage", "irsa", "addons"):
-            assert has(main, rf'source\s*=\s*"\.\./\.\./modules/{m}"'), (env, m)
-    eks = (ROOT / "infra/terraform/modules/eks/nodegroups.tf").read_text()
-    assert has(eks, r'effect\s*=\s*"NO_SCHEDULE"') and has(eks, r'"mnist-continual/pool"\s*=\s*"gpu"')
-    s3 = (ROOT / "infra/terraform/modules/storage/s3.tf").read_text()
-    assert has(s3, r"block_public_policy\s*=\s*true") and has(s3, r'status\s*=\s*"Enabled"') and "aws:kms" in s3
+def test_eks_version_and_istio_release_are_supported_together():
+    """EKS 1.31's extended support ended 2026-11-26; Istio 1.30 supports Kubernetes 1.32-1.36."""
+    k8s_minor = int(tf_default(TF / "modules/eks", "kubernetes_version").split(".")[1])
+    istio = tuple(int(x) for x in tf_default(ADDONS, "istio_version").split(".")[:2])
+    assert k8s_minor >= 33
+    supported = {(1, 29): range(31, 36), (1, 30): range(32, 37), (1, 31): range(32, 37)}  # istio.io release notes
+    assert k8s_minor in supported[istio], (istio, k8s_minor)
 
 
+def test_terraform_applies_plans_clean_and_destroys_against_moto():
+    """A real `terraform apply` of an environment's AWS side (network, kms, storage, irsa, eks, ecr:
+    envs/prod less cluster.tf) against moto's server on 127.0.0.1, a second plan with no changes,
+    then destroy leaving nothing. moto has no EKS add-on or access-entry API (listed in the report)."""
+    need("terraform")
+    pytest.importorskip("moto")
+    if not check.mirror():
+        pytest.skip("the hashicorp/aws provider's filesystem mirror is not on this machine")
+    report = check.check_apply("prod")
+    assert report["resources"] >= 50, report
+    assert report["plan_after_apply"] == "no changes" and report["destroyed"] is True
+    assert {"aws_eks_addon", "aws_eks_access_entry"} <= set(report["excluded"])
+
+
+# ------------------------------------------------------------------ rendered manifests
 def test_kustomize_overlays_render_and_validate(tmp_path):
     need("kubectl")
     report = check.check_manifests(tmp_path)
-    for env in ("staging", "prod"):
-        assert {"Deployment/mnist-relay", "Service/mnist-relay", "ConfigMap/mnist-prefect-job-template",
-                "NetworkPolicy/mnist-relay"} <= set(report[env]["built_in"])
+    for env in ENVS:
+        assert {"Deployment/mnist-relay", "Service/mnist-relay", "NetworkPolicy/mnist-relay",
+                "ConfigMap/mnist-grafana-dashboard"} <= set(report[env]["built_in"])
         assert {"SeldonDeployment/mnist-continual", "PrometheusRule/mnist-continual", "PodMonitor/mnist-model-server",
-                "AlertmanagerConfig/mnist-continual"} <= set(report[env]["custom"])
+                "AlertmanagerConfig/mnist-continual", "Gateway/mnist-gateway"} <= set(report[env]["custom"])
         docs = list(yaml.safe_load_all((tmp_path / f"{env}.yaml").read_text()))
-        assert {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"} == {f"mnist-{env}"}
+        assert {d["metadata"].get("namespace") for d in docs} == {f"mnist-{env}"}
+        # Terraform owns the namespaces (with Istio injection): the overlays never create one.
+        assert not [d for d in docs if d["kind"] == "Namespace"]
 
 
-def test_flow_jobs_get_the_model_pods_registry_and_the_pushgateway(tmp_path):
-    """The Prefect job template's envFrom resolves in every overlay: the flow Jobs read the same
-    registry as the model server, the Pushgateway Terraform installs, and the prediction log from
-    the Secret the model server reads it from."""
-    need("kubectl")
-    from deployment.orchestrate import SECRETS, SETTINGS_CONFIGMAP, gpu_job_template
-
-    container = gpu_job_template()["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
-    assert container["envFrom"] == [{"configMapRef": {"name": SETTINGS_CONFIGMAP}}, {"secretRef": {"name": SECRETS}}]
-    addons = "".join(p.read_text() for p in (ROOT / "infra/terraform/modules/addons").glob("*.tf"))
-    for env in ("staging", "prod"):
-        docs = check.render(env)
-        settings = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == SETTINGS_CONFIGMAP)
-        sdep = next(d for d in docs if d["kind"] == "SeldonDeployment")
-        server_env = {e["name"]: e for e in sdep["spec"]["predictors"][0]["componentSpecs"][0]["spec"]["containers"][0]["env"]}
-        assert settings["data"]["MNISTCL_STORAGE_URL"] == server_env["MNISTCL_STORE_URL"]["value"]
-        assert server_env["MNISTCL_PREDICTIONS_DB"]["valueFrom"]["secretKeyRef"] == {
-            "name": SECRETS, "key": "MNISTCL_PREDICTIONS_DB"}
-        host = settings["data"]["MNISTCL_PUSHGATEWAY_URL"].split("//")[1].split(".")[0]
-        assert f'name       = "{host}"' in addons and 'chart      = "prometheus-pushgateway"' in addons
+def test_the_gateway_seldon_binds_to_exists_and_selects_the_ingress_pods():
+    """Seldon's istio.gateway names <namespace>/<name> of a Gateway the overlay creates; its
+    selector is the label the istio `gateway` chart gives a release named istio-ingressgateway
+    (`istio: <release name without istio->`, manifests/charts/gateway/templates/_helpers.tpl)."""
+    seldon = (ADDONS / "helm_seldon.tf").read_text()
+    assert 'gateway = "${var.namespace}/${var.gateway_name}"' in seldon
+    release = re.search(r'resource "helm_release" "istio_ingress" \{\s*name\s*=\s*"([^"]+)"', addons_text()).group(1)
+    for env in ENVS:
+        (gw,) = [d for d in rendered(env) if d["kind"] == "Gateway"]
+        assert (gw["metadata"]["namespace"], gw["metadata"]["name"]) == (f"mnist-{env}", tf_default(ADDONS, "gateway_name"))
+        assert gw["spec"]["selector"] == {"istio": release.removeprefix("istio-")}
+        assert any(s["port"]["protocol"] == "HTTP" and "*" in s["hosts"] for s in gw["spec"]["servers"])
 
 
+def test_podmonitor_scrapes_the_endpoint_the_operator_injects():
+    """Seldon's operator injects PREDICTIVE_UNIT_METRICS_ENDPOINT=<executor.prometheus.path> into
+    the model container, whose wrapper serves metrics there on the port named `metrics`."""
+    from deployment.deploy import METRICS_PATH
+
+    helm_path = re.search(r'executor\s*=\s*\{\s*prometheus\s*=\s*\{\s*path\s*=\s*"([^"]+)"', addons_text()).group(1)
+    assert helm_path == METRICS_PATH == "/prometheus"
+    for env in ENVS:
+        docs = rendered(env)
+        (pm,) = [d for d in docs if d["kind"] == "PodMonitor"]
+        (sdep,) = [d for d in docs if d["kind"] == "SeldonDeployment"]
+        (endpoint,) = pm["spec"]["podMetricsEndpoints"]
+        assert endpoint["path"] == METRICS_PATH
+        container = sdep["spec"]["predictors"][0]["componentSpecs"][0]["spec"]["containers"][0]
+        assert endpoint["port"] in {p["name"] for p in container["ports"]}
+        assert pm["spec"]["selector"]["matchLabels"] == {"seldon-deployment-id": sdep["metadata"]["name"]}
+        # If the container set the endpoint itself, the scrape path would have to follow it.
+        assert "PREDICTIVE_UNIT_METRICS_ENDPOINT" not in {e["name"] for e in container["env"]}
+
+
+def test_flow_jobs_have_no_sidecar_fit_a_gpu_node_and_run_in_their_environment():
+    """The template Terraform gives the worker chart: modules/job_template applied for real."""
+    need("terraform")
+    from deployment.orchestrate import GPU_TEMPLATE, gpu_job_template
+
+    assert json.loads(GPU_TEMPLATE.read_text()) == gpu_job_template()
+    for env in ENVS:
+        t = check.job_template_for(f"mnist-{env}")
+        pod = job_pod(t)
+        assert pod["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
+        job = t["job_configuration"]["job_manifest"]
+        assert job["metadata"]["namespace"] == "{{ namespace }}"
+        assert t["variables"]["properties"]["namespace"]["default"] == f"mnist-{env}"
+        assert "completions" not in pod["spec"] and job["spec"]["completions"] == 1
+        props = t["variables"]["properties"]
+        # A g5.xlarge offers ~3.9 CPU and ~14.5 GiB allocatable, some of it to daemonsets.
+        assert float(props["cpu_request"]["default"]) <= 3.5
+        assert int(props["memory_limit"]["default"].removesuffix("Gi")) <= 14
+    text = (TF / "envs/prod/cluster.tf").read_text()
+    assert 'file("${path.module}/../../../k8s/prefect-gpu-job-template.json")' in text
+    assert "baseJobTemplate = { configuration = module.job_template.json }" in addons_text()
+
+
+def test_alertmanager_config_keeps_the_relay_token_and_routes_only_its_namespace():
+    for env in ENVS:
+        (amc,) = [d for d in rendered(env) if d["kind"] == "AlertmanagerConfig"]
+        receivers = {r["name"]: r for r in amc["spec"]["receivers"]}
+        (hook,) = receivers["prefect-relay"]["webhookConfigs"]
+        assert hook["httpConfig"]["authorization"] == {
+            "type": "Bearer", "credentials": {"name": "mnistcl-secrets", "key": "MNISTCL_RELAY_TOKEN"}}
+        # Alertmanager runs in `monitoring`: the relay by its cluster DNS name, in this environment.
+        assert hook["url"] == f"http://mnist-relay.mnist-{env}.svc:9095/"
+        assert receivers["data-scientist-email"]["emailConfigs"][0]["to"]
+    # OnNamespace: this environment's AlertmanagerConfig only sees alerts labelled with its namespace.
+    assert 'alertmanagerConfigMatcherStrategy = { type = "OnNamespace" }' in addons_text()
+
+
+def test_every_image_is_one_ci_pushes():
+    """Overlays name the ECR repositories (modules/ecr); ci.yml builds and pushes both with the
+    commit as the tag, and deploy.yml sets exactly that tag before applying."""
+    prefix = tf_default(TF / "modules/ecr", "prefix")
+    repos = set(re.search(r'default\s*=\s*\[([^\]]*)\]', (TF / "modules/ecr/variables.tf").read_text().split(
+        'variable "repositories"')[1]).group(1).replace('"', "").replace(" ", "").split(","))
+    assert repos == {"serving", "train"}
+    for env in ENVS:
+        images = {c["image"] for _, pod in pods_of(rendered(env)) for c in pod["containers"]}
+        assert images == {f"{prefix}/serving:unreleased", f"{prefix}/train:unreleased"}, images
+    ci = (ROOT / ".github/workflows/ci.yml").read_text()
+    assert "for image in serving train; do" in ci and 'ref="${ECR_REGISTRY:-local}/mnist-continual/${image}:${{ github.sha }}"' in ci
+    assert 'docker push "$ref"' in ci
+    deploy = (ROOT / ".github/workflows/deploy.yml").read_text()
+    for repo in repos:
+        assert f'"{prefix}/{repo}=$ECR_REGISTRY/{prefix}/{repo}:$IMAGE_TAG"' in deploy
+        assert f'--repository-name "{prefix}/$image"' in deploy
+    assert "MNISTCL_TRAIN_IMAGE: ${{ vars.ECR_REGISTRY }}/mnist-continual/train:${{ env.IMAGE_TAG }}" in deploy
+    prefect = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    k8s_images = {d["work_pool"]["job_variables"]["image"] for d in prefect["deployments"] if d["name"].endswith("-k8s")}
+    assert k8s_images == {"{{ $MNISTCL_TRAIN_IMAGE }}"}
+    tracked = subprocess.run(["git", "ls-files", "infra", ".github", "configs", "prefect.yaml"], cwd=ROOT,
+                             capture_output=True, text=True).stdout.split()
+    assert not [f for f in tracked if ":latest" in (ROOT / f).read_text(errors="ignore")]
+
+
+def secret_refs(docs: list[dict], template: dict) -> set[str]:
+    names = set()
+    for _, pod in [*pods_of(docs), ("job", job_pod(template)["spec"])]:
+        for c in pod["containers"]:
+            names |= {e["valueFrom"]["secretKeyRef"]["name"] for e in env_of(c) if "secretKeyRef" in e.get("valueFrom", {})}
+            names |= {e["secretRef"]["name"] for e in c.get("envFrom", []) if "secretRef" in e}
+        names |= {v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+    for d in docs:
+        if d["kind"] == "AlertmanagerConfig":
+            names |= {w["httpConfig"]["authorization"]["credentials"]["name"] for r in d["spec"]["receivers"]
+                      for w in r.get("webhookConfigs", [])}
+    return names
+
+
+def test_every_secret_configmap_and_service_account_named_is_created_or_documented():
+    from deployment.orchestrate import gpu_job_template
+
+    addons = addons_text()
+    made_secrets = set(re.findall(r'resource "kubernetes_secret_v1" "\w+" \{.*?name\s*=\s*"([^"]+)"', addons, re.S))
+    made_configmaps = set(re.findall(r'resource "kubernetes_config_map_v1" "\w+" \{.*?name\s*=\s*"([^"]+)"', addons, re.S))
+    made_accounts = set(re.findall(r'resource "kubernetes_service_account_v1" "\w+" \{.*?name\s*=\s*"([^"]+)"', addons, re.S))
+    runbook = (ROOT / "docs/kubernetes.md").read_text()
+    settings_keys = set(re.findall(r"^\s+([A-Z_]+)\s*=", addons.split('resource "kubernetes_config_map_v1" "settings"')[1]
+                                   .split("\n}\n")[0], re.M))
+    for env in ENVS:
+        docs = rendered(env)
+        for name in secret_refs(docs, gpu_job_template()):
+            # Terraform's (values from TF_VAR_*), or the operator's, named with its keys in the runbook.
+            assert name in made_secrets or f"`{name}`" in runbook, f"Secret {name} is created by nothing"
+        for owner, pod in [*pods_of(docs), ("job", job_pod(gpu_job_template())["spec"])]:
+            for c in pod["containers"]:
+                for e in env_of(c):
+                    ref = e.get("valueFrom", {}).get("configMapKeyRef")
+                    if ref:
+                        assert ref["name"] in made_configmaps and ref["key"] in settings_keys, (owner, ref)
+                for e in c.get("envFrom", []):
+                    if "configMapRef" in e:
+                        assert e["configMapRef"]["name"] in made_configmaps, owner
+            account = pod.get("serviceAccountName")
+            if account and not account.startswith("{{"):
+                assert account in made_accounts, (owner, account)
+    assert "mnist-training" in made_accounts and gpu_job_template()["variables"]["properties"][
+        "service_account_name"]["default"] == "mnist-training"
+    # Every Secret a chart is told to use is one Terraform creates.
+    for ref in re.findall(r"existingSecret\s*=\s*kubernetes_secret_v1\.(\w+)", addons):
+        assert f'resource "kubernetes_secret_v1" "{ref}"' in addons
+    assert "secrets = [kubernetes_secret_v1.alertmanager_smtp.metadata[0].name]" in addons
+    # Both service accounts carry their IRSA role, whose trust names this namespace and account.
+    irsa = (TF / "modules/irsa/iam.tf").read_text()
+    for account in ("mnist-training", "mnist-serving"):
+        assert f'service_account = "{account}"' in irsa
+
+
+# ------------------------------------------------------------------ failure detection, tools, workflows
 def test_a_broken_manifest_is_caught(tmp_path, monkeypatch):
     need("kubectl")
     bad = tmp_path / "k8s"
@@ -118,17 +331,37 @@ def test_checkov_passes_with_every_skip_explained(tmp_path):
             assert len(skip.split(": ", 1)[1]) > 30, f"a skip without a reason: {skip}"
 
 
-def test_workflows_validate_against_the_github_schema():
+def test_workflows_validate_and_promotion_waits_smokes_and_rolls_back():
     need("check-jsonschema")
-    assert check.check_workflows()["valid"] == ["ci.yml", "promote.yml"]
+    assert check.check_workflows()["valid"] == ["ci.yml", "deploy.yml", "promote.yml"]
     promote = yaml.safe_load((ROOT / ".github/workflows/promote.yml").read_text())
     triggers = promote[True] if True in promote else promote["on"]  # YAML reads `on` as true
     assert "workflow_dispatch" in triggers and triggers["repository_dispatch"]["types"] == ["promote-model"]
-    assert promote["jobs"]["production"]["environment"] == "production"
-    assert promote["jobs"]["production"]["needs"] == "staging"
-    steps = " ".join(s.get("run", "") for j in promote["jobs"].values() for s in j["steps"])
-    for cli in ("mnistcl models validate", "mnistcl models promote", "mnistcl deploy render", "mnistcl smoke"):
-        assert cli in steps
+    jobs = promote["jobs"]
+    assert jobs["production"]["environment"] == "production" and jobs["production"]["needs"] == "staging"
+    runs = {name: [s.get("run", "") for s in job["steps"]] for name, job in jobs.items()}
+    # Waits for the operator's rollout, not only for a SeldonDeployment that may already be Available.
+    for job in ("staging", "production"):
+        assert any("wait-rollout.sh" in r for r in runs[job]), job
+    script = (ROOT / ".github/scripts/wait-rollout.sh").read_text()
+    assert "rollout status" in script and "mnist-continual-${predictor}-0-classifier" in script
+    # The canary itself answers, from this version only.
+    canary = next(r for r in runs["staging"] if "svc/mnist-continual-challenger" in r)
+    assert '--expect-version "$MODEL_VERSION"' in canary
+    # Production: copy, gate, canary, then the champion alias, smoke; a failure restores the champion.
+    steps = [s.get("name", "") for s in jobs["production"]["steps"]]
+    order = [next(i for i, n in enumerate(steps) if n.startswith(p)) for p in (
+        "Copy the version", "Gate against production", "Canary in production", "Champion alias", "Smoke test", "Roll back")]
+    assert order == sorted(order)
+    rollback = jobs["production"]["steps"][order[-1]]
+    assert "failure()" in rollback["if"] and '"${{ steps.copy.outputs.previous }}" --alias champion' in rollback["run"]
+    assert any("mnistcl models import" in r for r in runs["production"])
+    # The plan can authenticate: OIDC permission and the credentials step.
+    ci = yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text())
+    plan = ci["jobs"]["terraform"]
+    assert plan["permissions"]["id-token"] == "write"
+    assert any(s.get("uses", "").startswith("aws-actions/configure-aws-credentials") for s in plan["steps"])
+    assert ci["jobs"]["images"]["permissions"]["id-token"] == "write"
 
 
 def test_serving_image_copies_every_module_the_server_imports():

@@ -50,10 +50,12 @@ def held_out(mnist_medium, n, seed):
 
 def test_inverted_inputs_breach_a_rule_and_email_the_data_scientist(champion_home, mnist_medium, smtp_server,
                                                                      pushgateway):
-    """... and the window's gauges reach a real Pushgateway, where Prometheus would scrape them."""
+    """... and the window's gauges reach a real Pushgateway, where Prometheus would scrape them,
+    labelled with the environment's namespace (the alert routing on the cluster matches on it)."""
     s, onnx = champion_home
     s = s.model_copy(update={"smtp_host": smtp_server.host, "smtp_port": smtp_server.port, "smtp_tls": "none",
-                             "alert_to": "ds@bank.example", "pushgateway_url": pushgateway})
+                             "alert_to": "ds@bank.example", "pushgateway_url": pushgateway,
+                             "k8s_namespace": "mnist-prod"})
     x, _ = held_out(mnist_medium, 300, 1)
     x = x.copy()
     x[:30] = 255 - x[:30]  # 10% of the window arrives with a white background
@@ -71,9 +73,10 @@ def test_inverted_inputs_breach_a_rule_and_email_the_data_scientist(champion_hom
     assert (s.monitoring_dir / "metrics.prom").read_text().count('mnistcl_input_rule_share{rule="inverted"} 0.1') == 1
     assert res.metrics_push == "ok"
     scraped = httpx.get(f"{pushgateway}/metrics", timeout=10).text
-    assert 'mnistcl_input_rule_share{instance="",job="mnistcl_monitor",rule="inverted"} 0.1' in scraped
-    assert f'mnistcl_window_breach{{instance="",job="mnistcl_monitor"}} {int(res.breach)}' in scraped
-    assert f'mnistcl_drift_share{{instance="",job="mnistcl_monitor"}} {res.drift.share}' in scraped
+    group = 'instance="",job="mnistcl_monitor",namespace="mnist-prod"'
+    assert f'mnistcl_input_rule_share{{{group},rule="inverted"}} 0.1' in scraped
+    assert f'mnistcl_window_breach{{{group}}} {int(res.breach)}' in scraped
+    assert f'mnistcl_drift_share{{{group}}} {res.drift.share}' in scraped
 
 
 def test_clean_traffic_is_quiet_and_alerts_fall_back_to_the_outbox(champion_home, mnist_medium):

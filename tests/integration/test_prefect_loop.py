@@ -45,11 +45,17 @@ def prefect(tmp_path_factory):
         if not orch.wait_for_api(api):
             pytest.fail("Prefect server did not start:\n" + (work / "server.log").read_text()[-3000:])
         orch.create_pools(api, work / "home")
-        out = orch.deploy(api, work / "home", ["train", "monitor", "retrain", "judge", "retention", "train-k8s",
-                                               "monitor-k8s", "retrain-k8s", "judge-k8s", "retention-k8s"])
+        k8s = ["train-k8s", "monitor-k8s", "retrain-k8s", "judge-k8s", "retention-k8s"]
+        with pytest.raises(ValueError, match="MNISTCL_TRAIN_IMAGE"):  # never the placeholder as an image
+            orch.deploy(api, work / "home", k8s, train_image="")
+        out = orch.deploy(api, work / "home", ["train", "monitor", "retrain", "judge", "retention", *k8s],
+                          train_image=TRAIN_IMAGE)
         yield {"api": api, "home": work / "home", "work": work, "deploy_output": out}
     finally:
         launch.stop(server, term_wait=30)
+
+
+TRAIN_IMAGE = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/mnist-continual/train:0a1b2c3"
 
 
 def deployment(api, name):
@@ -71,6 +77,8 @@ def test_deployments_pools_schedules_and_limits(prefect):
     assert deployment(api, "monitor")["schedules"][0]["schedule"]["interval"] == 300
     k8s = deployment(api, "retrain-k8s")
     assert k8s["work_pool_name"] == "mnistcl-k8s" and k8s["job_variables"]["gpu_limit"] == 1
+    assert {deployment(api, f"{n}-k8s")["job_variables"]["image"] for n in ("train", "monitor", "retrain", "judge",
+                                                                              "retention")} == {TRAIN_IMAGE}
     judge = deployment(api, "judge")  # the challenger's judgement: hourly, and on new shadow evidence
     assert judge["schedules"][0]["schedule"]["interval"] == 3600 and judge["work_pool_name"] == "mnistcl-local"
     assert deployment(api, "judge-k8s")["job_variables"]["gpu_limit"] == 0

@@ -139,3 +139,39 @@ def test_report_links_on_s3_open_without_credentials(s3_env, tmp_path):
     # (moto does not verify signatures, so a tampered link cannot be shown refused here; AWS refuses it.)
     back = store.get_folder("reports/checks/20261202T000000-000", tmp_path / "back")
     assert sorted(p.name for p in back) == ["check.md", "drift.html"]
+
+
+def test_a_model_moves_from_the_staging_registry_to_prods(s3_env, mnist_small, tmp_path, monkeypatch):
+    """Staging and prod each have their own bucket (Terraform's storage module per environment);
+    `mnistcl models import` copies a version across, artifacts checked, under prod's next id."""
+    from cli import app
+    from mnistcl.registry import Registry
+
+    client, staging_bucket, endpoint = s3_env
+    prod_bucket = f"{staging_bucket}p"
+    client.create_bucket(Bucket=prod_bucket)
+    staging_url, prod_url = f"s3://{staging_bucket}/mnistcl/store", f"s3://{prod_bucket}/mnistcl/store"
+    staging = Registry(S3Storage(staging_url, endpoint_url=endpoint))
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"an onnx model")
+    for _ in range(3):
+        staging.register(files={"onnx": onnx}, family="torchnet", config={"epochs": 1}, dataset="v4")
+    prod_data = DatasetStore(S3Storage(prod_url, endpoint_url=endpoint))
+    prod_data.create(mnist_small, parent=None, source="test")
+    monkeypatch.setenv("MNISTCL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MNISTCL_STORAGE_URL", prod_url)
+    monkeypatch.setenv("MNISTCL_S3_ENDPOINT_URL", endpoint)
+    r = CliRunner().invoke(app, ["models", "import", "m3", "--from-store", staging_url, "--json"])
+    assert r.exit_code == 0, r.output
+    prod = Registry(S3Storage(prod_url, endpoint_url=endpoint))
+    (mv,) = prod.list()
+    assert (mv.id, mv.dataset, mv.copied_from) == ("m1", "v1", {"store": staging_url, "version": "m3"})
+    assert prod.artifact_bytes("m1") == b"an onnx model"
+    # A tampered artifact in staging is refused on the way, and nothing is registered in prod.
+    key = staging.get("m2").artifacts["onnx"].key
+    client.put_object(Bucket=staging_bucket, Key=f"mnistcl/store/{key}", Body=b"tampered")
+    r = CliRunner().invoke(app, ["models", "import", "m2", "--from-store", staging_url])
+    assert r.exit_code == 2 and "corrupt" in r.output
+    assert prod.ids() == ["m1"]
+    r = CliRunner().invoke(app, ["models", "import", "m1", "--from-store", prod_url])
+    assert r.exit_code == 2 and "own store" in r.output

@@ -1,6 +1,5 @@
 import copy
 
-import kubernetes_validate
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -11,10 +10,10 @@ pytestmark = pytest.mark.unit
 
 
 def test_champion_only_and_canary():
-    sa, sdep = render("prod", "m3")
+    (sdep,) = render("prod", "m3")
     assert [p["name"] for p in sdep["spec"]["predictors"]] == ["champion"]
     assert sdep["spec"]["predictors"][0]["traffic"] == 100
-    sa, sdep = render("prod", "m3", "m4")
+    (sdep,) = render("prod", "m3", "m4", image="111122223333.dkr.ecr.eu-west-1.amazonaws.com/mnist-continual/serving:abc123")
     champ, chall = sdep["spec"]["predictors"]
     assert (champ["traffic"], chall["traffic"]) == (90, 10)
     assert chall["labels"]["mnistcl/model-version"] == "m4"
@@ -23,7 +22,13 @@ def test_champion_only_and_canary():
     assert "--host" in pod["args"] and champ["annotations"]["prometheus.io/scrape"] == "true"
     assert sdep["metadata"]["namespace"] == "mnist-prod" and champ["replicas"] == 3
     check_seldon_deployment(sdep)
-    kubernetes_validate.validate(sa, kubernetes_validate.latest_version(), strict=True)
+    assert pod["image"].endswith("/mnist-continual/serving:abc123")
+    # The registry URL is Terraform's (the environment's bucket), read from its ConfigMap; the
+    # ServiceAccount with the IRSA role is Terraform's too, so a kubectl apply never strips it.
+    store = next(e for e in pod["env"] if e["name"] == "MNISTCL_STORE_URL")
+    assert store["valueFrom"]["configMapKeyRef"] == {"name": "mnistcl-settings", "key": "MNISTCL_STORE_URL"}
+    assert champ["componentSpecs"][0]["spec"]["serviceAccountName"] == "mnist-serving"
+    assert champ["annotations"]["prometheus.io/path"] == "/prometheus"
     # Canary or not, every request is paired: each predictor shadows the other alias.
     env = {p["name"]: {e["name"]: e.get("value") for e in p["componentSpecs"][0]["spec"]["containers"][0]["env"]}
            for p in sdep["spec"]["predictors"]}
@@ -45,7 +50,7 @@ def test_champion_only_and_canary():
     ],
 )
 def test_schema_checks_can_fail(mutate, needle):
-    _, sdep = render("staging", "m1", "m2")
+    (sdep,) = render("staging", "m1", "m2")
     bad = copy.deepcopy(sdep)
     mutate(bad)
     with pytest.raises(DeployError, match=needle):
@@ -77,5 +82,10 @@ def test_cli_render(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["deploy", "render", "--env", "prod", "-o", str(out)])
     assert r.exit_code == 0, r.output
     docs = list(yaml.safe_load_all(out.read_text()))
-    assert [d["kind"] for d in docs] == ["ServiceAccount", "SeldonDeployment"]
-    assert docs[1]["metadata"]["annotations"] == {"mnistcl/champion": "m1", "mnistcl/challenger": "m2"}
+    assert [d["kind"] for d in docs] == ["SeldonDeployment"]
+    assert docs[0]["metadata"]["annotations"] == {"mnistcl/champion": "m1", "mnistcl/challenger": "m2"}
+    image = "reg.example/mnist-continual/serving:0a1b2c"
+    r = CliRunner().invoke(app, ["deploy", "render", "--env", "prod", "--image", image])
+    assert r.exit_code == 0, r.output
+    pods = [p["componentSpecs"][0]["spec"]["containers"][0] for p in yaml.safe_load(r.output)["spec"]["predictors"]]
+    assert [c["image"] for c in pods] == [image, image]

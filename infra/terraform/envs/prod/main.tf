@@ -18,6 +18,7 @@ module "eks" {
   vpc_id              = module.network.vpc_id
   subnet_ids          = module.network.private_subnet_ids
   public_access_cidrs = var.api_access_cidrs
+  admin_role_arns     = var.admin_role_arns
   cpu_nodes           = { min = 3, desired = 3, max = 10 }
   gpu_nodes           = { min = 0, desired = 0, max = 4 }
   tags                = local.tags
@@ -40,11 +41,8 @@ module "irsa" {
   tags              = local.tags
 }
 
-module "addons" {
-  source            = "../../modules/addons"
-  namespace         = "mnist-prod"
-  training_role_arn = module.irsa.training_role_arn
-  prefect_api_url   = var.prefect_api_url
-  alert_email_from  = var.alert_email_from
-  smtp_smarthost    = var.smtp_smarthost
+module "ecr" {
+  source       = "../../modules/ecr"
+  force_delete = false
+  tags         = local.tags
 }

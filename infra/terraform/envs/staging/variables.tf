@@ -21,11 +21,6 @@ variable "api_access_cidrs" {
   default     = []
 }
 
-variable "prefect_api_url" {
-  description = "The Prefect API the cluster's worker polls."
-  type        = string
-}
-
 variable "alert_email_from" {
   description = "Sender address for alerts."
   type        = string
@@ -34,4 +29,34 @@ variable "alert_email_from" {
 variable "smtp_smarthost" {
   description = "SMTP relay (host:port)."
   type        = string
+}
+
+variable "admin_role_arns" {
+  description = "IAM roles that get cluster-admin access entries (CI's deploy and plan roles, your operators' role), by name."
+  type        = map(string)
+  default     = {}
+}
+
+variable "smtp_password" {
+  description = "Alertmanager's SMTP password (TF_VAR_smtp_password; stored as the Secret monitoring/alertmanager-smtp and in the encrypted state)."
+  type        = string
+  sensitive   = true
+}
+
+variable "grafana_admin_password" {
+  description = "Grafana's admin password (TF_VAR_grafana_admin_password; Secret monitoring/grafana-admin)."
+  type        = string
+  sensitive   = true
+}
+
+variable "prefect_auth_string" {
+  description = "The Prefect server's basic-auth string user:password (TF_VAR_prefect_auth_string; Secret prefect/prefect-auth, and PREFECT_API_AUTH_STRING of every client)."
+  type        = string
+  sensitive   = true
+}
+
+variable "prefect_db_password" {
+  description = "The Prefect server's PostgreSQL password (TF_VAR_prefect_db_password; Secret prefect/prefect-db)."
+  type        = string
+  sensitive   = true
 }

@@ -15,11 +15,24 @@ resource "helm_release" "istiod" {
   depends_on = [helm_release.istio_base]
 }
 
+# The ingress gateway's Deployment and Service only: the chart creates no networking.istio.io
+# Gateway. Its pods carry `istio: ingressgateway` (the release name without "istio-"), which the
+# Gateway in infra/k8s/base/gateway.yaml selects. An internal NLB: the model's predict and
+# feedback endpoints are not for the internet (put an authenticated edge in front to open them).
 resource "helm_release" "istio_ingress" {
   name       = "istio-ingressgateway"
   repository = "https://istio-release.storage.googleapis.com/charts"
   chart      = "gateway"
   version    = var.istio_version
   namespace  = kubernetes_namespace_v1.istio.metadata[0].name
+
+  values = [yamlencode({
+    service = {
+      annotations = {
+        "service.beta.kubernetes.io/aws-load-balancer-type"     = "nlb"
+        "service.beta.kubernetes.io/aws-load-balancer-internal" = "true"
+      }
+    }
+  })]
   depends_on = [helm_release.istiod]
 }

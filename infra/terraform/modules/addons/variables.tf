@@ -3,21 +3,57 @@ variable "namespace" {
   type        = string
 }
 
-variable "training_role_arn" {
-  description = "IRSA role of the mnist-training service account (irsa module)."
+variable "cluster_name" {
+  description = "The EKS cluster (the cluster-autoscaler discovers its node groups by this name)."
   type        = string
+}
+
+variable "region" {
+  description = "AWS region of the cluster."
+  type        = string
+}
+
+variable "training_role_arn" {
+  description = "IRSA role of the mnist-training service account (irsa module): the Prefect worker and the flow Jobs."
+  type        = string
+}
+
+variable "serving_role_arn" {
+  description = "IRSA role of the mnist-serving service account (irsa module): the model pods, read-only."
+  type        = string
+}
+
+variable "cluster_autoscaler_role_arn" {
+  description = "IRSA role of kube-system/cluster-autoscaler (eks module)."
+  type        = string
+}
+
+variable "store_url" {
+  description = "This environment's registry and datasets (storage module output store_url): MNISTCL_STORAGE_URL of the flow Jobs, MNISTCL_STORE_URL of the model pods."
+  type        = string
+}
+
+variable "base_job_template" {
+  description = "The Kubernetes work pool's base job template (JSON text: infra/k8s/prefect-gpu-job-template.json); its namespace default is set to var.namespace here."
+  type        = string
+}
+
+variable "gateway_name" {
+  description = "The Istio Gateway the SeldonDeployments' VirtualServices bind to (infra/k8s/base/gateway.yaml, in var.namespace)."
+  type        = string
+  default     = "mnist-gateway"
 }
 
 variable "istio_version" {
-  description = "Istio charts (base, istiod, gateway)."
+  description = "Istio charts (base, istiod, gateway): 1.30 supports Kubernetes 1.32-1.36."
   type        = string
-  default     = "1.24.2"
+  default     = "1.30.3"
 }
 
 variable "kube_prometheus_stack_version" {
-  description = "kube-prometheus-stack chart (Prometheus, Alertmanager, operator CRDs)."
+  description = "kube-prometheus-stack chart (Prometheus, Alertmanager, Grafana, operator CRDs)."
   type        = string
-  default     = "66.3.1"
+  default     = "88.5.3"
 }
 
 variable "pushgateway_version" {
@@ -36,21 +72,22 @@ variable "seldon_core_version" {
   }
 }
 
-variable "prefect_worker_version" {
-  description = "prefect-worker chart."
+variable "prefect_chart_version" {
+  description = "prefect-server and prefect-worker charts (one release train)."
   type        = string
-  default     = "2025.1.28174701"
+  default     = "2026.8.18172642"
+}
+
+variable "cluster_autoscaler_version" {
+  description = "cluster-autoscaler chart (app 1.35, the cluster's minor)."
+  type        = string
+  default     = "9.59.0"
 }
 
 variable "nvidia_device_plugin_version" {
   description = "NVIDIA device plugin chart (exposes nvidia.com/gpu on GPU nodes)."
   type        = string
-  default     = "0.17.0"
-}
-
-variable "prefect_api_url" {
-  description = "Prefect API the worker polls (a self-hosted server or Prefect Cloud)."
-  type        = string
+  default     = "0.20.0"
 }
 
 variable "prefect_work_pool" {
@@ -60,7 +97,7 @@ variable "prefect_work_pool" {
 }
 
 variable "alert_email_from" {
-  description = "Sender of alert emails."
+  description = "Sender of alert emails (also the SMTP user name)."
   type        = string
 }
 
@@ -69,14 +106,32 @@ variable "smtp_smarthost" {
   type        = string
 }
 
-variable "smtp_auth_secret" {
-  description = "Name of a Secret in the monitoring namespace holding the SMTP password under key `password`."
+variable "smtp_password" {
+  description = "Alertmanager's SMTP password: stored as the Secret monitoring/alertmanager-smtp (key password)."
   type        = string
-  default     = "alertmanager-smtp"
+  sensitive   = true
 }
 
-variable "relay_url" {
-  description = "The Alertmanager-to-Prefect relay inside the cluster (infra/k8s deploys it)."
+variable "grafana_admin_password" {
+  description = "Grafana's admin password: the Secret monitoring/grafana-admin."
   type        = string
-  default     = "http://mnist-relay:9095/"
+  sensitive   = true
+}
+
+variable "prefect_auth_string" {
+  description = "The Prefect server's basic-auth string user:password; the server checks it and every client (worker, relay, flow Jobs) sends it."
+  type        = string
+  sensitive   = true
+}
+
+variable "prefect_db_password" {
+  description = "Password of the Prefect server's PostgreSQL (the chart's bundled database)."
+  type        = string
+  sensitive   = true
+}
+
+variable "storage_gib" {
+  description = "Persistent volumes (gp3): Prometheus, Alertmanager, Grafana, the Prefect database."
+  type        = object({ prometheus = number, alertmanager = number, grafana = number, prefect_db = number })
+  default     = { prometheus = 50, alertmanager = 5, grafana = 5, prefect_db = 20 }
 }

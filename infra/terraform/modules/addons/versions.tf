@@ -1,13 +1,13 @@
 terraform {
-  required_version = ">= 1.6"
+  required_version = ">= 1.10" # the S3 backend's use_lockfile
   required_providers {
     helm = {
       source  = "hashicorp/helm"
-      version = ">= 2.12, < 3.0"
+      version = ">= 2.17, < 3.0" # 3.x changed the kubernetes block to an attribute
     }
     kubernetes = {
       source  = "hashicorp/kubernetes"
-      version = ">= 2.27, < 3.0"
+      version = ">= 2.36, < 3.0"
     }
   }
 }

@@ -6,6 +6,7 @@ resource "aws_eks_node_group" "cpu" {
   subnet_ids      = var.subnet_ids
   instance_types  = var.cpu_instance_types
   ami_type        = "AL2023_x86_64_STANDARD"
+  disk_size       = var.cpu_disk_gib
 
   scaling_config {
     min_size     = var.cpu_nodes.min
@@ -22,7 +23,8 @@ resource "aws_eks_node_group" "cpu" {
   depends_on = [aws_iam_role_policy_attachment.node]
 }
 
-# GPU nodes: only pods that tolerate nvidia.com/gpu land here (the Prefect Kubernetes work
+# GPU nodes (min 0): the cluster-autoscaler adds one when a training Job is pending and removes
+# it when idle. Only pods that tolerate nvidia.com/gpu land here (the Prefect Kubernetes work
 # pool's job template tolerates it and selects mnist-continual/pool=gpu).
 resource "aws_eks_node_group" "gpu" {
   cluster_name    = aws_eks_cluster.this.name
@@ -31,6 +33,7 @@ resource "aws_eks_node_group" "gpu" {
   subnet_ids      = var.subnet_ids
   instance_types  = var.gpu_instance_types
   ami_type        = "AL2023_x86_64_NVIDIA"
+  disk_size       = var.gpu_disk_gib
 
   scaling_config {
     min_size     = var.gpu_nodes.min
@@ -54,4 +57,25 @@ resource "aws_eks_node_group" "gpu" {
     ignore_changes = [scaling_config[0].desired_size]
   }
   depends_on = [aws_iam_role_policy_attachment.node]
+}
+
+# Scale from zero: with no GPU node running, the cluster-autoscaler learns what a new node would
+# offer (its label, taint and GPU) from these tags on the group's Auto Scaling group. EKS does not
+# copy node group labels/taints onto the ASG, hence aws_autoscaling_group_tag.
+locals {
+  gpu_node_template = {
+    "k8s.io/cluster-autoscaler/node-template/label/mnist-continual/pool" = "gpu"
+    "k8s.io/cluster-autoscaler/node-template/taint/nvidia.com/gpu"       = "present:NoSchedule"
+    "k8s.io/cluster-autoscaler/node-template/resources/nvidia.com/gpu"   = "1"
+  }
+}
+
+resource "aws_autoscaling_group_tag" "gpu_node_template" {
+  for_each               = local.gpu_node_template
+  autoscaling_group_name = aws_eks_node_group.gpu.resources[0].autoscaling_groups[0].name
+  tag {
+    key                 = each.key
+    value               = each.value
+    propagate_at_launch = false
+  }
 }

@@ -22,3 +22,8 @@ output "oidc_issuer" {
   description = "The OIDC issuer URL (without https://) for trust-policy conditions."
   value       = replace(aws_eks_cluster.this.identity[0].oidc[0].issuer, "https://", "")
 }
+
+output "cluster_autoscaler_role_arn" {
+  description = "IRSA role of kube-system/cluster-autoscaler (the addons module's Helm release)."
+  value       = aws_iam_role.cluster_autoscaler.arn
+}

@@ -6,7 +6,7 @@ variable "name" {
 variable "kubernetes_version" {
   description = "EKS Kubernetes version."
   type        = string
-  default     = "1.31"
+  default     = "1.35"
 }
 
 variable "vpc_id" {
@@ -53,4 +53,22 @@ variable "tags" {
   description = "Tags for every resource."
   type        = map(string)
   default     = {}
+}
+
+variable "admin_role_arns" {
+  description = "IAM roles given cluster-admin access entries, by a name of your choice (e.g. { ci-deploy = \"arn:aws:iam::111122223333:role/mnistcl-ci-deploy\" }). The creator of the cluster always has access."
+  type        = map(string)
+  default     = {}
+}
+
+variable "cpu_disk_gib" {
+  description = "Root volume of each CPU node (GiB)."
+  type        = number
+  default     = 50
+}
+
+variable "gpu_disk_gib" {
+  description = "Root volume of each GPU node (GiB): the training image (CUDA, torch, TensorFlow) is about 15 GB unpacked, and the kubelet evicts pods above 85% disk use."
+  type        = number
+  default     = 150
 }

@@ -12,3 +12,8 @@ output "kms_key_arn" {
   description = "The bucket's KMS key (for IAM policies)."
   value       = module.key.arn
 }
+
+output "store_url" {
+  description = "The registry and datasets URL for this environment (configs/deploy.yaml envs.<env>.store_url): inside the prefix the IRSA roles may use."
+  value       = "s3://${aws_s3_bucket.this.bucket}/${var.prefix}/store"
+}

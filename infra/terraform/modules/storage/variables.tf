@@ -20,3 +20,9 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "prefix" {
+  description = "Key prefix the system uses inside the bucket (the irsa module grants exactly this prefix)."
+  type        = string
+  default     = "mnistcl"
+}
