@@ -474,3 +474,29 @@ def test_smoke_command(server, tmp_path, monkeypatch):
     assert bad.exit_code == 2 and "expected every answer from m999" in bad.output, bad.output
     down = runner.invoke(app, ["smoke", "--url", f"http://127.0.0.1:{free_port()}", "--digits", "4"])
     assert down.exit_code == 2 and "no answer" in down.output
+
+
+def test_metric_increments_survive_the_wrappers_empty_updates():
+    """The wrapper calls update([]) on every request; with Seldon's own store that write-back
+    overwrote increments the flush thread had just made (0 of 300 counted in this very race)."""
+    if not launch.SERVE_PYTHON.exists():
+        pytest.skip("the serving environment is missing: run `make venv-serve`")
+    script = """
+import threading
+from serving.server import atomic_metrics
+m = atomic_metrics()
+stop = threading.Event()
+def empty():
+    while not stop.is_set():
+        m.update([], "predict")
+t = threading.Thread(target=empty); t.start()
+for _ in range(300):
+    m.update([{"type": "COUNTER", "key": "mnist_images_total", "value": 1}], "predict")
+stop.set(); t.join()
+print(int(sum(item["value"] for d in dict(m.data).values() for item in d.values())))
+"""
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([str(launch.SERVE_PYTHON), "-c", script], cwd=root, capture_output=True, text=True,
+                         timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == "300"
