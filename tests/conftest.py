@@ -140,7 +140,11 @@ def smtp_server():
 
 @pytest.fixture
 def pushgateway(tmp_path):
-    """A real Prometheus Pushgateway (Debian package prometheus-pushgateway) on 127.0.0.1."""
+    """A real Prometheus Pushgateway (Debian package prometheus-pushgateway) on 127.0.0.1, empty.
+
+    Debian builds it to persist its metrics in /var/lib/prometheus/pushgateway.data and to load
+    them on start; an empty --persistence.file keeps them in memory only, so each test starts
+    without an earlier run's pushes."""
     import shutil
     import subprocess
 
@@ -151,8 +155,8 @@ def pushgateway(tmp_path):
         pytest.skip("prometheus-pushgateway not installed (apt-get install prometheus-pushgateway)")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
-                            stderr=open(tmp_path / "pushgateway.log", "w"))
+    proc = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="],
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "pushgateway.log", "w"))
     try:
         if not wait_http_ok(f"{url}/-/ready", 30, interval=0.2):
             pytest.fail(f"the Pushgateway did not start: {(tmp_path / 'pushgateway.log').read_text()[-2000:]}")
