@@ -26,6 +26,7 @@ LOCAL_POOL = "mnistcl-local"
 K8S_POOL = "mnistcl-k8s"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 GPU_NODE_LABEL = {"mnist-continual/pool": "gpu"}
+CPU_NODE_LABEL = {"mnist-continual/pool": "cpu"}
 
 
 SETTINGS_CONFIGMAP = "mnistcl-settings"  # Terraform (modules/addons): registry, Pushgateway, Prefect API URL, namespace
@@ -70,11 +71,18 @@ def gpu_job_template() -> dict:
     # nothing needs to: the image sets MNISTCL_REQUIRE_SHARED_STATE (infra/docker/train.Dockerfile).
     container["volumeMounts"] = [{"name": "scratch", "mountPath": SCRATCH}]
     pod["volumes"] = [{"name": "scratch", "emptyDir": {"sizeLimit": "20Gi"}}]
-    pod["tolerations"] = [GPU_TOLERATION]
-    pod["nodeSelector"] = dict(GPU_NODE_LABEL)
+    # GPU flows (training, retraining) land on the tainted GPU nodes; the others (monitor, judge,
+    # retention: prefect.yaml) set these to the CPU pool, so that a check every 5 minutes never
+    # starts or keeps a GPU node.
+    pod["tolerations"] = "{{ tolerations }}"
+    pod["nodeSelector"] = "{{ node_selector }}"
     props = t["variables"]["properties"]
     props["gpu_limit"] = {"type": "integer", "default": 1, "minimum": 0, "title": "GPUs",
                           "description": "NVIDIA GPUs for the flow run's pod (nvidia.com/gpu)."}
+    props["node_selector"] = {"type": "object", "default": dict(GPU_NODE_LABEL), "title": "Node selector",
+                              "description": "Which node pool runs the flow (mnist-continual/pool: gpu or cpu)."}
+    props["tolerations"] = {"type": "array", "default": [GPU_TOLERATION], "title": "Tolerations",
+                            "description": "The GPU nodes' taint is tolerated by GPU flows only."}
     props["service_account_name"]["default"] = "mnist-training"  # IRSA: read/write the bucket
     props["cpu_request"]["default"] = JOB_CPU_REQUEST
     props["memory_request"]["default"] = JOB_MEMORY_REQUEST

@@ -108,8 +108,10 @@ def test_terraform_layout_one_file_per_kind():
         assert {"variables.tf", "outputs.tf", "versions.tf"} <= names, module
     for env in ENVS:
         text = "".join(p.read_text() for p in (TF / "envs" / env).glob("*.tf"))
-        for m in ("network", "eks", "storage", "irsa", "ecr", "addons"):
+        for m in ("network", "eks", "storage", "irsa", "addons"):
             assert re.search(rf'source\s*=\s*"\.\./\.\./modules/{m}"', text), (env, m)
+        # The account's image repositories are made by one root only: two would clash on their names.
+        assert bool(re.search(r'source\s*=\s*"\.\./\.\./modules/ecr"', text)) is (env == "staging"), env
         # Nothing in the cluster before its node groups and core add-ons exist.
         assert re.search(r'module "addons" \{.*?depends_on\s*=\s*\[module\.eks\]', text, re.S), env
         # Each environment's pods read its own bucket, the one Terraform creates.
@@ -131,13 +133,13 @@ def test_eks_version_and_istio_release_are_supported_together():
 
 def test_terraform_applies_plans_clean_and_destroys_against_moto():
     """A real `terraform apply` of an environment's AWS side (network, kms, storage, irsa, eks, ecr:
-    envs/prod less cluster.tf) against moto's server on 127.0.0.1, a second plan with no changes,
+    envs/staging less cluster.tf) against moto's server on 127.0.0.1, a second plan with no changes,
     then destroy leaving nothing. moto has no EKS add-on or access-entry API (listed in the report)."""
     need("terraform")
     pytest.importorskip("moto")
     if not check.mirror():
         pytest.skip("the hashicorp/aws provider's filesystem mirror is not on this machine")
-    report = check.check_apply("prod")
+    report = check.check_apply("staging")
     assert report["resources"] >= 50, report
     assert report["plan_after_apply"] == "no changes" and report["destroyed"] is True
     assert {"aws_eks_addon", "aws_eks_access_entry"} <= set(report["excluded"])
@@ -213,6 +215,38 @@ def test_flow_jobs_have_no_sidecar_fit_a_gpu_node_and_run_in_their_environment()
     text = (TF / "envs/prod/cluster.tf").read_text()
     assert 'file("${path.module}/../../../k8s/prefect-gpu-job-template.json")' in text
     assert "baseJobTemplate = { configuration = module.job_template.json }" in addons_text()
+
+
+def test_flows_without_a_gpu_run_on_the_cpu_nodes():
+    """The job as prefect-kubernetes fills it in (Prefect's own templating): training asks for the
+    GPU pool; monitor (every 5 minutes), judge and retention ask for the CPU pool and little CPU,
+    so they never start or keep a GPU node."""
+    from prefect.utilities.templating import apply_values
+
+    from deployment.orchestrate import gpu_job_template
+
+    t = gpu_job_template()
+    defaults = {k: v["default"] for k, v in t["variables"]["properties"].items() if "default" in v}
+    deployments = {d["name"]: d for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
+    for name, gpu in (("train-k8s", True), ("retrain-k8s", True), ("monitor-k8s", False), ("judge-k8s", False),
+                      ("retention-k8s", False)):
+        values = {**defaults, **deployments[name]["work_pool"].get("job_variables", {}), "image": "x"}
+        pod = apply_values(t["job_configuration"], values)["job_manifest"]["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        assert pod["nodeSelector"] == {"mnist-continual/pool": "gpu" if gpu else "cpu"}, name
+        assert bool(pod["tolerations"]) is gpu and (container["resources"]["limits"]["nvidia.com/gpu"] > 0) is gpu, name
+        if not gpu:
+            assert container["resources"]["requests"]["cpu"] == "500m", name
+
+
+def test_every_aggregated_alert_keeps_its_namespace():
+    """With OnNamespace routing, an alert without a namespace label reaches no receiver: every
+    sum in the rules keeps `namespace`."""
+    rules = [r for g in yaml.safe_load((ROOT / "monitoring/prometheus/rules.yml").read_text())["groups"]
+             for r in g["rules"]]
+    for r in rules:
+        for clause in re.findall(r"\bsum\b\s*(by\s*\([^)]*\))?", r["expr"]):
+            assert "namespace" in clause, (r.get("record") or r.get("alert"), r["expr"])
 
 
 def test_alertmanager_config_keeps_the_relay_token_and_routes_only_its_namespace():
@@ -354,7 +388,14 @@ def test_workflows_validate_and_promotion_waits_smokes_and_rolls_back():
         "Copy the version", "Gate against production", "Canary in production", "Champion alias", "Smoke test", "Roll back")]
     assert order == sorted(order)
     rollback = jobs["production"]["steps"][order[-1]]
-    assert "failure()" in rollback["if"] and '"${{ steps.copy.outputs.previous }}" --alias champion' in rollback["run"]
+    assert "failure()" in rollback["if"] and "steps.canary.conclusion != 'skipped'" in rollback["if"]
+    assert 'previous="${{ steps.copy.outputs.previous }}"' in rollback["run"]
+    assert '"$previous" --alias champion' in rollback["run"] and "models unset" in rollback["run"]
+    # The staging canary is removed afterwards, whatever happened, and both workflows share one lock.
+    removal = next(s for s in jobs["staging"]["steps"] if s.get("name", "").startswith("Remove the canary"))
+    assert "always()" in removal["if"] and "models unset" in removal["run"]
+    deploy = yaml.safe_load((ROOT / ".github/workflows/deploy.yml").read_text())
+    assert promote["concurrency"]["group"] == deploy["concurrency"]["group"]
     assert any("mnistcl models import" in r for r in runs["production"])
     # The plan can authenticate: OIDC permission and the credentials step.
     ci = yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text())

@@ -41,8 +41,6 @@ module "irsa" {
   tags              = local.tags
 }
 
-module "ecr" {
-  source       = "../../modules/ecr"
-  force_delete = false
-  tags         = local.tags
-}
+# No ECR here: the account's image repositories are made once, by envs/staging (one build per
+# commit, which both clusters pull; the node role may pull from any repository of the account).
+# Production in another account: add the ecr module here and let CI push to both registries.

@@ -22,8 +22,3 @@ output "store_url" {
   description = "envs.<env>.store_url in configs/deploy.yaml (the registry and datasets of this environment)"
   value       = module.storage.store_url
 }
-
-output "image_repositories" {
-  description = "ECR repositories CI pushes to (vars.ECR_REGISTRY is the host part)"
-  value       = module.ecr.repository_urls
-}

@@ -35,7 +35,9 @@ module "addons" {
   base_job_template           = file("${path.module}/../../../k8s/prefect-gpu-job-template.json")
   alert_email_from            = var.alert_email_from
   smtp_smarthost              = var.smtp_smarthost
+  smtp_username               = var.smtp_username
   smtp_password               = var.smtp_password
+  reclaim_policy              = "Delete"
   grafana_admin_password      = var.grafana_admin_password
   prefect_auth_string         = var.prefect_auth_string
   prefect_db_password         = var.prefect_db_password

@@ -42,8 +42,10 @@ module "irsa" {
   tags              = local.tags
 }
 
+# The account's image repositories, for both environments (envs/prod makes none: two roots
+# creating mnist-continual/serving would clash). Kept when staging is destroyed.
 module "ecr" {
   source       = "../../modules/ecr"
-  force_delete = true
+  force_delete = false
   tags         = local.tags
 }

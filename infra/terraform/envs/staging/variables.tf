@@ -32,9 +32,15 @@ variable "smtp_smarthost" {
 }
 
 variable "admin_role_arns" {
-  description = "IAM roles that get cluster-admin access entries (CI's deploy and plan roles, your operators' role), by name."
+  description = "IAM roles that get cluster-admin access entries (CI's deploy and plan roles, an operators' role), by name. They must exist first (docs/kubernetes.md, step 0); never list the role that runs this apply (it has its entry as the cluster's creator)."
   type        = map(string)
   default     = {}
+}
+
+variable "smtp_username" {
+  description = "Alertmanager's SMTP user name (SES: the SMTP credential's user name); null: alert_email_from."
+  type        = string
+  default     = null
 }
 
 variable "smtp_password" {

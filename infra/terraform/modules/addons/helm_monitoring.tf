@@ -7,6 +7,7 @@ resource "helm_release" "kube_prometheus_stack" {
   chart      = "kube-prometheus-stack"
   version    = var.kube_prometheus_stack_version
   namespace  = kubernetes_namespace_v1.monitoring.metadata[0].name
+  timeout    = 900 # a fresh cluster: three volumes to provision, CRDs, the operator's webhook
 
   values = [yamlencode({
     prometheus = {
@@ -42,7 +43,7 @@ resource "helm_release" "kube_prometheus_stack" {
           smtp_smarthost          = var.smtp_smarthost
           smtp_from               = var.alert_email_from
           smtp_require_tls        = true
-          smtp_auth_username      = var.alert_email_from
+          smtp_auth_username      = coalesce(var.smtp_username, var.alert_email_from)
           smtp_auth_password_file = "/etc/alertmanager/secrets/${kubernetes_secret_v1.alertmanager_smtp.metadata[0].name}/password"
         }
         route     = { receiver = "null" }
@@ -55,6 +56,7 @@ resource "helm_release" "kube_prometheus_stack" {
         userKey        = "admin-user"
         passwordKey    = "admin-password"
       }
+      deploymentStrategy = { type = "Recreate" } # its ReadWriteOnce volume cannot be on two pods at once
       persistence = {
         enabled          = true
         storageClassName = kubernetes_storage_class_v1.gp3.metadata[0].name

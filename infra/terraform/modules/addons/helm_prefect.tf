@@ -7,6 +7,7 @@ resource "helm_release" "prefect_server" {
   chart      = "prefect-server"
   version    = var.prefect_chart_version
   namespace  = kubernetes_namespace_v1.prefect.metadata[0].name
+  timeout    = 900 # its PostgreSQL's volume is provisioned first
 
   values = [yamlencode({
     server = {

@@ -36,7 +36,7 @@ resource "kubernetes_storage_class_v1" "gp3" {
   storage_provisioner    = "ebs.csi.aws.com"
   volume_binding_mode    = "WaitForFirstConsumer"
   allow_volume_expansion = true
-  reclaim_policy         = "Retain"
+  reclaim_policy         = var.reclaim_policy
   parameters = {
     type      = "gp3"
     encrypted = "true"

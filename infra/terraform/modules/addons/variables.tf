@@ -106,6 +106,22 @@ variable "smtp_smarthost" {
   type        = string
 }
 
+variable "smtp_username" {
+  description = "Alertmanager's SMTP user name (SES: the SMTP credential's user name, not an address); null: alert_email_from."
+  type        = string
+  default     = null
+}
+
+variable "reclaim_policy" {
+  description = "What happens to a gp3 volume (Prometheus, Alertmanager, Grafana, the Prefect database) when its claim goes: Retain (prod: data outlives a mistake) or Delete (staging: destroy leaves nothing)."
+  type        = string
+  default     = "Retain"
+  validation {
+    condition     = contains(["Retain", "Delete"], var.reclaim_policy)
+    error_message = "reclaim_policy is Retain or Delete."
+  }
+}
+
 variable "smtp_password" {
   description = "Alertmanager's SMTP password: stored as the Secret monitoring/alertmanager-smtp (key password)."
   type        = string

@@ -41,9 +41,13 @@ resource "aws_eks_node_group" "gpu" {
     max_size     = var.gpu_nodes.max
   }
 
+  # k8s.amazonaws.com/accelerator: the cluster-autoscaler's GPU label on AWS; with it, a node whose
+  # device plugin has not yet offered nvidia.com/gpu counts as that GPU coming, not as a reason
+  # to start another node (cloudprovider/aws/README.md).
   labels = {
-    "mnist-continual/pool"   = "gpu"
-    "nvidia.com/gpu.present" = "true"
+    "mnist-continual/pool"          = "gpu"
+    "nvidia.com/gpu.present"        = "true"
+    "k8s.amazonaws.com/accelerator" = var.gpu_accelerator
   }
 
   taint {
@@ -64,9 +68,10 @@ resource "aws_eks_node_group" "gpu" {
 # copy node group labels/taints onto the ASG, hence aws_autoscaling_group_tag.
 locals {
   gpu_node_template = {
-    "k8s.io/cluster-autoscaler/node-template/label/mnist-continual/pool" = "gpu"
-    "k8s.io/cluster-autoscaler/node-template/taint/nvidia.com/gpu"       = "present:NoSchedule"
-    "k8s.io/cluster-autoscaler/node-template/resources/nvidia.com/gpu"   = "1"
+    "k8s.io/cluster-autoscaler/node-template/label/mnist-continual/pool"          = "gpu"
+    "k8s.io/cluster-autoscaler/node-template/taint/nvidia.com/gpu"                = "present:NoSchedule"
+    "k8s.io/cluster-autoscaler/node-template/resources/nvidia.com/gpu"            = "1"
+    "k8s.io/cluster-autoscaler/node-template/label/k8s.amazonaws.com/accelerator" = var.gpu_accelerator
   }
 }
 

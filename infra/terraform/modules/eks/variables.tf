@@ -43,6 +43,12 @@ variable "gpu_instance_types" {
   default     = ["g5.xlarge"]
 }
 
+variable "gpu_accelerator" {
+  description = "The GPU of gpu_instance_types, as the cluster-autoscaler names it (k8s.amazonaws.com/accelerator): nvidia-a10g for g5."
+  type        = string
+  default     = "nvidia-a10g"
+}
+
 variable "gpu_nodes" {
   description = "GPU node group size: min, desired, max (min 0: scale to zero between trainings)."
   type        = object({ min = number, desired = number, max = number })
@@ -56,7 +62,7 @@ variable "tags" {
 }
 
 variable "admin_role_arns" {
-  description = "IAM roles given cluster-admin access entries, by a name of your choice (e.g. { ci-deploy = \"arn:aws:iam::111122223333:role/mnistcl-ci-deploy\" }). The creator of the cluster always has access."
+  description = "IAM roles given cluster-admin access entries, by a name of your choice (e.g. { ci-deploy = \"arn:aws:iam::111122223333:role/mnistcl-ci-deploy\" }). Each role must exist before the apply. Never list the role that runs the apply: the cluster's creator already has an entry (bootstrap_cluster_creator_admin_permissions), and a second one fails."
   type        = map(string)
   default     = {}
 }
