@@ -14,6 +14,11 @@ then after each cohort:
                     (the pipeline's default, REPLAY_BY in retraining/retrain.py)
   finetune-replay-distill  ... the same, plus distillation from the previous model on the replayed
                     digits (its probabilities as soft targets, DER++-style; weight --distill)
+  finetune-replay-augment  ... the slice replay, plus --augment transformed copies of each new digit
+                    (retraining/augment.py: small rotation, scale, shift); replay sized by the new
+                    digits themselves, so the cohort weighs more (the pipeline's, AUGMENT_COPIES)
+  finetune-replay-repeat   ... the same number of plain repeats of the new digits instead: what the
+                    extra weight alone brings, without the transforms
   full (joint)      a new model from scratch on MNIST plus every cohort's labelled digits so far
 
 Reported per strategy: the accuracy matrix R[i][j] (after cohort i, on cohort j's held-out
@@ -37,9 +42,10 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
-# What the pipeline uses (retraining/retrain.py REPLAY_BY = "slice"): every strategy is compared with it.
-CHOSEN = "finetune-replay-slice"
-STRATEGIES = ("static", "finetune", "finetune-replay", "finetune-replay-slice", "finetune-replay-distill", "full")
+# What the pipeline uses (retraining/retrain.py: REPLAY_BY = "slice", AUGMENT_COPIES): every strategy is compared with it.
+CHOSEN = "finetune-replay-augment"
+STRATEGIES = ("static", "finetune", "finetune-replay", "finetune-replay-slice", "finetune-replay-distill",
+              "finetune-replay-augment", "finetune-replay-repeat", "full")
 
 
 def main(argv=None) -> dict:
@@ -50,6 +56,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--replay", type=float, default=2.0, help="old digits replayed per new digit")
     ap.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated subset")
     ap.add_argument("--distill", type=float, default=1.0, help="distillation weight (finetune-replay-distill)")
+    ap.add_argument("--augment", type=int, default=2, help="augmented copies per new digit (finetune-replay-augment)")
     ap.add_argument("--seeds", type=int, default=3, help="runs, seeds 0..N-1 (scenario cohorts, sampling, training)")
     ap.add_argument("--eval-fraction", type=float, default=None,
                     help="held-out share of each cohort's feedback (default: the gate's evidence sizing)")
@@ -153,11 +160,20 @@ def run_seed(args, seed: int) -> dict:
                 order = rng.permutation(len(my))
                 model = ft(model, mx[order], my[order])
                 images += len(my) * args.epochs
-            elif strat in ("finetune-replay-slice", "finetune-replay-distill"):
+            elif strat in ("finetune-replay-slice", "finetune-replay-distill", "finetune-replay-augment",
+                           "finetune-replay-repeat"):
                 picks = replay_pick(seen_y, int(round(args.replay * len(y))))
                 ox = np.concatenate([seen_x[g][i] for g, i in picks])
                 oy = np.concatenate([seen_y[g][i] for g, i in picks])
                 mx, my = np.concatenate([x, ox]), np.concatenate([y, oy])
+                if strat == "finetune-replay-augment":
+                    from retraining.augment import augment
+
+                    ax = augment(x, args.augment, np.random.default_rng([sc.seed, i]))
+                    mx, my = np.concatenate([mx, ax]), np.concatenate([my, np.tile(y, args.augment)])
+                elif strat == "finetune-replay-repeat":
+                    mx = np.concatenate([mx, np.tile(x, (args.augment, 1, 1))])
+                    my = np.concatenate([my, np.tile(y, args.augment)])
                 soft = None
                 if strat == "finetune-replay-distill":  # the previous model's view of the replayed digits
                     soft = np.full((len(my), 10), np.nan, np.float32)

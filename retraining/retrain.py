@@ -38,6 +38,7 @@ from models.finetune import finetune
 from models.search import family_module
 from monitoring.rules import load_config
 from monitoring.state import RetrainBusy, died, monitor_state, retrain_lease
+from retraining.augment import augment
 from validation.gate import eval_fraction, load_gate
 from validation.promote import register_and_act, validate_candidate
 
@@ -50,6 +51,10 @@ FINETUNE_EPOCHS = 12
 # Replay drawn evenly from every earlier dataset version (MNIST and each production batch), not
 # uniformly from the pool (which is nearly all MNIST): chosen with bench/continual.py.
 REPLAY_BY = "slice"
+# Transformed copies of each new digit (retraining/augment.py: small rotation, scale, shift), on
+# top of the new digits and their replay: a few hundred labelled digits of a new handwriting are
+# seen in more positions. Chosen with bench/continual.py (docs/training.md): 0 turns it off.
+AUGMENT_COPIES = 2
 
 
 @dataclass
@@ -125,7 +130,7 @@ def replay_indices(origin: np.ndarray, new: np.ndarray, n_replay: int, rng: np.r
 
 
 def training_data(settings, prep: PreparedData, strategy: str, *, replay: float = 2.0, max_images: int | None = None,
-                  seed: int = 0, replay_by: str = REPLAY_BY) -> tuple[TrainData, dict]:
+                  seed: int = 0, replay_by: str = REPLAY_BY, augment_copies: int = AUGMENT_COPIES) -> tuple[TrainData, dict]:
     """The images a strategy trains on, and counts for the report."""
     ds_store, _ = stores(settings)
     data = ds_store.load(prep.dataset)
@@ -147,8 +152,14 @@ def training_data(settings, prep: PreparedData, strategy: str, *, replay: float 
             keep = rng.choice(old_idx, max(max_images - len(new_idx), 0), replace=False)
             idx = np.concatenate([new_idx, keep])
         counts = {"new": int(new.sum()), "total": int(len(idx))}
-    idx = rng.permutation(idx)
-    return TrainData(data.train_x[idx], data.train_y[idx], xv, yv), {**counts, "val_slice": newest}
+    x, y = data.train_x[idx], data.train_y[idx]
+    if strategy == "finetune-replay" and augment_copies > 0:
+        new_idx = np.flatnonzero(new)
+        x = np.concatenate([x, augment(data.train_x[new_idx], augment_copies, rng)])
+        y = np.concatenate([y, np.tile(data.train_y[new_idx], augment_copies)])
+        counts["augmented"] = int(len(new_idx) * augment_copies)
+    order = rng.permutation(len(y))
+    return TrainData(x[order], y[order], xv, yv), {**counts, "val_slice": newest}
 
 
 def train_candidate(settings, prep: PreparedData, strategy: str, td: TrainData, *, epochs: int | None,

@@ -165,10 +165,12 @@ def weighted_pvalue(slices: list[Paired], weights: list[float], alternative: str
         _, lo, hi = weighted_interval(slices, weights, confidence=1 - 2 * alpha)
         return lo if sign > 0 else -hi
 
-    lo_a = 1e-12
+    lo_a, hi_a = 1e-12, 0.5 - 1e-9
     if bound(lo_a) > 0:
         return lo_a
-    return float(optimize.brentq(bound, lo_a, 0.5 - 1e-9, xtol=1e-12))
+    if bound(hi_a) <= 0:  # a positive estimate no interval separates from 0, even at alpha near 1/2
+        return 0.5
+    return float(optimize.brentq(bound, lo_a, hi_a, xtol=1e-12))
 
 
 def holm(pvalues: list[float]) -> list[float]:

@@ -94,6 +94,22 @@ def test_weighted_pvalue_agrees_with_the_interval():
     assert stats.weighted_pvalue([stats.Paired(100, 0, 0)], [1.0]) == 0.5
 
 
+def test_weighted_pvalue_is_a_probability_for_any_slices_and_weights(monkeypatch):
+    """A gate benchmark run crashed in here (brentq: no sign change) on a positive estimate that no
+    interval separated from 0 even at alpha near 1/2; that case is 0.5 now."""
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        k = int(rng.integers(1, 5))
+        sl = [stats.Paired(int(n), int(b), int(c)) for n, b, c in
+              zip(rng.integers(20, 10000, k), rng.integers(0, 15, k), rng.integers(0, 15, k), strict=True)]
+        w = list(rng.dirichlet(np.ones(k)) * (rng.random(k) > 0.2))
+        for alt in ("greater", "less"):
+            assert 0.0 <= stats.weighted_pvalue(sl, w, alt) <= 1.0
+    # the guard itself: a bound that never reaches 0 before alpha = 1/2
+    monkeypatch.setattr(stats, "weighted_interval", lambda s, w, confidence: (1e-18, -1e-12, 1e-12))
+    assert stats.weighted_pvalue([stats.Paired(400, 3, 2)], [1.0]) == 0.5
+
+
 def test_weighted_test_rejects_about_alpha_when_nothing_differs():
     rng = np.random.default_rng(2)
     sims = 400
