@@ -153,7 +153,9 @@ def test_drift_triggers_once_then_retraining_from_feedback_promotes(champion_hom
     assert not any(r["forgets"] for r in gate["decision"]["slices"])
     assert new.gate_verdict == "promote" and set(new.validation["metrics"]["estimators"]) == {"confidence", "atc",
                                                                                               "atc-entropy"}
-    assert out["train_images"] == {"new": 540, "replayed": 1080, "replayed_by": "slice", "val_slice": "v2"}  # 2:1
+    # replay 2:1, and two augmented copies of each new image (retraining/augment.py)
+    assert out["train_images"] == {"new": 540, "replayed": 1080, "replayed_by": "slice", "augmented": 1080,
+                                   "val_slice": "v2"}
     st = state.read()
     assert st["last_retrain_started"] and st["last_retrain_finished"] >= st["last_retrain_started"]
     assert not lock.running()
