@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from deployment.orchestrate import SETTINGS_CONFIGMAP
 from mnistcl.settings import read_yaml
 
 DEFAULT_DEPLOY = Path(__file__).resolve().parent.parent / "configs" / "deploy.yaml"
@@ -21,7 +22,6 @@ HTTP_PORT, METRICS_PORT = 9000, 6000
 # explicitly in infra/terraform/modules/addons/helm_seldon.tf), and the wrapper serves that path on
 # the port named `metrics`. The PodMonitor scrapes exactly this (deployment/k8s.py).
 METRICS_PATH = "/prometheus"
-SETTINGS_CONFIGMAP = "mnistcl-settings"  # Terraform writes it per environment (MNISTCL_STORE_URL, ...)
 
 
 class DeployError(ValueError):
@@ -43,13 +43,13 @@ def load_env(env: str, path: Path | None = None) -> dict:
     return _merge(raw["base"], envs[env])
 
 
-def _pod_spec(cfg: dict, alias: str, image: str | None) -> dict:
+def _pod_spec(cfg: dict, alias: str) -> dict:
     return {
         "serviceAccountName": cfg["service_account"],
         "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001},
         "containers": [{
             "name": "classifier",
-            "image": image or cfg["image"],
+            "image": cfg["image"],
             "imagePullPolicy": "IfNotPresent",
             "command": ["python", "-m", "serving.server"],
             # In the pod the wrapper must listen on the pod IP; locally it binds 127.0.0.1.
@@ -82,7 +82,7 @@ def _pod_spec(cfg: dict, alias: str, image: str | None) -> dict:
     }
 
 
-def _predictor(cfg: dict, name: str, alias: str, version: str, traffic: int, image: str | None) -> dict:
+def _predictor(cfg: dict, name: str, alias: str, version: str, traffic: int) -> dict:
     return {
         "name": name,
         "replicas": int(cfg["replicas"]),
@@ -90,7 +90,7 @@ def _predictor(cfg: dict, name: str, alias: str, version: str, traffic: int, ima
         "labels": {"mnistcl/alias": alias, "mnistcl/model-version": version},
         "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT),
                         "prometheus.io/path": METRICS_PATH},
-        "componentSpecs": [{"spec": _pod_spec(cfg, alias, image)}],
+        "componentSpecs": [{"spec": _pod_spec(cfg, alias)}],
         "graph": {"name": "classifier", "type": "MODEL", "endpoint": {"type": "REST", "httpPort": HTTP_PORT},
                   "children": []},
     }
@@ -102,10 +102,12 @@ def render(env: str, champion: str, challenger: str | None = None, *, path: Path
     the settings it reads are Terraform's (infra/terraform/modules/addons), so that applying this
     never strips them. ``image`` overrides the config's serving image (the tag CI pushed)."""
     cfg = load_env(env, path)
+    if image:
+        cfg["image"] = image
     canary = int(cfg["canary_traffic"]) if challenger else 0
-    predictors = [_predictor(cfg, "champion", "champion", champion, 100 - canary, image)]
+    predictors = [_predictor(cfg, "champion", "champion", champion, 100 - canary)]
     if challenger:
-        predictors.append(_predictor(cfg, "challenger", "challenger", challenger, canary, image))
+        predictors.append(_predictor(cfg, "challenger", "challenger", challenger, canary))
     labels = {"app.kubernetes.io/name": cfg["name"], "app.kubernetes.io/part-of": "mnist-continual",
               "mnistcl/env": env}
     sdep = {

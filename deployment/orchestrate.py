@@ -26,7 +26,6 @@ LOCAL_POOL = "mnistcl-local"
 K8S_POOL = "mnistcl-k8s"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 GPU_NODE_LABEL = {"mnist-continual/pool": "gpu"}
-CPU_NODE_LABEL = {"mnist-continual/pool": "cpu"}
 
 
 SETTINGS_CONFIGMAP = "mnistcl-settings"  # Terraform (modules/addons): registry, Pushgateway, Prefect API URL, namespace

@@ -71,6 +71,11 @@ def providers(module: Path) -> set[str]:
     return names
 
 
+def tf_env(**extra: str) -> dict[str, str]:
+    """The environment every terraform command here runs in."""
+    return {**os.environ, "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1", **extra}
+
+
 def cli_config(tmp: Path, m: Path) -> Path:
     """A Terraform CLI config that takes hashicorp/aws from the filesystem mirror."""
     rc = tmp / "terraform.rc"
@@ -103,9 +108,7 @@ def check_terraform() -> dict:
     m = mirror()
     report = {"fmt": "ok", "validated": [], "fmt_only": [], "mirror": str(m) if m else None}
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
-        if m:
-            env["TF_CLI_CONFIG_FILE"] = str(cli_config(Path(tmp), m))
+        env = tf_env(TF_CLI_CONFIG_FILE=str(cli_config(Path(tmp), m))) if m else tf_env()
         offline = {"aws"} if m else None
         for root in terraform_roots():
             need = providers(root)
@@ -134,12 +137,15 @@ def job_template_for(namespace: str, template: str | None = None) -> dict:
     tf = shutil.which("terraform")
     if not tf:
         raise CheckError("terraform not found on PATH")
-    template = template if template is not None else (ROOT / "infra/k8s/prefect-gpu-job-template.json").read_text()
+    sys.path.insert(0, str(ROOT))
+    from deployment.orchestrate import GPU_TEMPLATE
+
+    template = template if template is not None else GPU_TEMPLATE.read_text()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "job_template"
         shutil.copytree(TF / "modules" / "job_template", work)
         (work / "test.auto.tfvars.json").write_text(json.dumps({"template": template, "namespace": namespace}))
-        env = {**os.environ, "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
+        env = tf_env()
         for args in (["init", "-input=false"], ["apply", "-auto-approve", "-input=false"]):
             out = run([tf, f"-chdir={work}", *args, "-no-color"], env=env)
             if out.returncode:
@@ -195,23 +201,17 @@ MOTO_VARS = {"bucket_name": "mnistcl-moto-{env}", "alert_email_from": "alerts@ex
 
 def moto_server(port: int) -> subprocess.Popen:
     """moto's server as its own process (AWS managed policies loaded: the roots attach them)."""
-    import time
-    import urllib.request
+    sys.path.insert(0, str(ROOT))
+    from deployment.serve import wait_http_ok
 
     exe = Path(sys.executable).parent / "moto_server"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
     proc = subprocess.Popen([*cmd, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env={**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"})
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=2)
-            return proc
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise CheckError("moto's server did not start") from None
-            time.sleep(0.3)
+    if not wait_http_ok(f"http://127.0.0.1:{port}/moto-api/", 30):
+        proc.kill()
+        raise CheckError("moto's server did not start")
+    return proc
 
 
 def moto_copy(tree: Path, env_name: str, endpoint: str) -> Path:
@@ -258,8 +258,7 @@ def check_apply(env_name: str = "staging") -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             shutil.copytree(TF, Path(tmp) / "tree", ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*"))
             work = moto_copy(Path(tmp) / "tree", env_name, f"http://127.0.0.1:{port}")
-            env = {**os.environ, "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1",
-                   "TF_CLI_CONFIG_FILE": str(cli_config(Path(tmp), m)), "AWS_EC2_METADATA_DISABLED": "true"}
+            env = tf_env(TF_CLI_CONFIG_FILE=str(cli_config(Path(tmp), m)), AWS_EC2_METADATA_DISABLED="true")
 
             def step(name, *args, ok=(0,)):
                 t0 = time.monotonic()

@@ -183,7 +183,7 @@ class Registry:
         record, which names where it came from. ``dataset`` is this store's version the copy is
         judged and fine-tuned against (the original lineage stays in the source registry)."""
         mv = source.get(ref)
-        arts = {kind: self._put_object(source.artifact_bytes(mv.id, kind), a.filename)
+        arts = {kind: self._put_object(source._verified(mv, kind), a.filename)
                 for kind, a in mv.artifacts.items()}
         data = mv.model_dump()
         data.update(artifacts=arts, dataset=dataset, parent_model=None, validation=None, gate_passed=None,
@@ -191,7 +191,10 @@ class Registry:
         return self._allocate(lambda vid: ModelVersion(**{**data, "id": vid, "created": _now()}))
 
     def artifact_bytes(self, ref: str, kind: str = "onnx") -> bytes:
-        mv = self.get(ref)
+        return self._verified(self.get(ref), kind)
+
+    def _verified(self, mv: ModelVersion, kind: str) -> bytes:
+        """The bytes of ``mv``'s ``kind`` artifact, checked against the record's sha256."""
         if kind not in mv.artifacts:
             raise RegistryError(f"model version {mv.id} has no {kind} artifact (has {', '.join(mv.artifacts)})")
         art = mv.artifacts[kind]
@@ -208,7 +211,7 @@ class Registry:
     def fetch(self, ref: str, kind: str, dest_dir: Path) -> Path:
         """Write a verified artifact to ``dest_dir`` (cached by checksum) and return its path."""
         mv = self.get(ref)
-        data = self.artifact_bytes(mv.id, kind)
+        data = self._verified(mv, kind)
         art = mv.artifacts[kind]
         # The record names the file: never let it name a path (../, /, a hidden file).
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", art.filename or "") or ".." in art.filename:
@@ -284,7 +287,7 @@ class Registry:
         shadowed = alias == "challenger" and mv.gate_verdict == "challenger"  # not enough evidence yet: shadow it
         if mv.gate_passed is False and not shadowed and not force:
             raise RegistryError(f"model version {mv.id} failed the validation gate; use --force to promote it anyway")
-        self.artifact_bytes(mv.id, "onnx")  # refuse to serve a corrupt artifact
+        self._verified(mv, "onnx")  # refuse to serve a corrupt artifact
         current = self.alias(alias)
         return self.move_alias(alias, mv.id, reason=reason, expect=current)
 

@@ -153,8 +153,7 @@ def training_data(settings, prep: PreparedData, strategy: str, *, replay: float 
             idx = np.concatenate([new_idx, keep])
         counts = {"new": int(new.sum()), "total": int(len(idx))}
     x, y = data.train_x[idx], data.train_y[idx]
-    if strategy == "finetune-replay" and augment_copies > 0:
-        new_idx = np.flatnonzero(new)
+    if strategy == "finetune-replay" and augment_copies > 0:  # new_idx: the new images, as above
         x = np.concatenate([x, augment(data.train_x[new_idx], augment_copies, rng)])
         y = np.concatenate([y, np.tile(data.train_y[new_idx], augment_copies)])
         counts["augmented"] = int(len(new_idx) * augment_copies)

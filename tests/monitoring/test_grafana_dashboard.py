@@ -34,6 +34,7 @@ import yaml
 from deployment import serve as launch
 from deployment.serve import free_port, wait_http_ok
 from monitoring.grafana import render
+from serving.client import ModelServer, ServerError
 
 GRAFANA = Path(render.__file__).resolve().parent
 RULES = GRAFANA.parent / "prometheus" / "rules.yml"
@@ -214,30 +215,27 @@ class Traffic:
     and a bad payload now and then; counts what the server answered."""
 
     def __init__(self, url: str):
-        self.url, self.images, self.labels, self.correct, self.served = url, 0, 0, 0, set()
-        self.client = httpx.Client(timeout=30)
+        self.images, self.labels, self.correct, self.served = 0, 0, 0, set()
+        self.server = ModelServer(url)
 
     def play(self, x: np.ndarray, y: np.ndarray, seconds: float, per_request: int = 8) -> None:
-        """Send ``x`` evenly over ``seconds`` (light load: a few requests a second)."""
+        """Send ``x`` evenly over ``seconds`` (light load: a few requests a second). Any answer
+        but 200 fails the test (ServerError), except the bad payloads, which must get a 400."""
         n = len(x) // per_request
         start = time.time()
         for i in range(n):
             xs, ys = x[i * per_request:(i + 1) * per_request], y[i * per_request:(i + 1) * per_request]
-            r = self.client.post(f"{self.url}/api/v1.0/predictions", json={"data": {"ndarray": xs.tolist()}})
-            assert r.status_code == 200, r.text
-            tags = r.json()["meta"]["tags"]
+            tags = self.server.predict(xs)
             self.images += len(xs)
             self.served.add(tags["model_version"])
             if i % 2 == 0:
-                fb = {"request": {"meta": {"tags": {"request_id": tags["request_id"]}}},
-                      "truth": {"data": {"ndarray": ys.tolist()}}}
-                r = self.client.post(f"{self.url}/api/v1.0/feedback", json=fb)
-                assert r.status_code == 200, r.text
+                fb = self.server.feedback(tags["request_id"], [int(v) for v in ys])
                 self.labels += len(ys)
-                self.correct += int(r.json()["meta"]["tags"]["correct"])
+                self.correct += int(fb["meta"]["tags"]["correct"])
             if i % 10 == 5:
-                bad = self.client.post(f"{self.url}/api/v1.0/predictions", json={"data": {"ndarray": [[1, 2, 3]]}})
-                assert bad.status_code == 400
+                with pytest.raises(ServerError) as bad:
+                    self.server.predict(np.array([[1, 2, 3]]))
+                assert bad.value.status == 400
             time.sleep(max(0.0, start + (i + 1) * seconds / n - time.time()))
 
 
