@@ -153,6 +153,9 @@ def use_local_prefect(settings: Settings) -> None:
 
     if settings.prefect_api:
         os.environ["PREFECT_API_URL"] = settings.prefect_api
+        local = settings.home_dir / "prefect" / "secrets" / "prefect-auth"  # `mnistcl prefect up`'s server
+        if "PREFECT_API_AUTH_STRING" not in os.environ and local.is_file():
+            os.environ["PREFECT_API_AUTH_STRING"] = local.read_text().strip()
         return
     os.environ.setdefault("PREFECT_HOME", str(settings.home_dir / "prefect"))
     # A fresh SQLite database is migrated on first start: slow on a small machine.

@@ -106,8 +106,9 @@ def monitor_relay(
     """Relay Alertmanager's webhook to Prefect events (open-source Prefect has no webhooks).
 
     Each firing alert becomes the event named by its `prefect_event` label (default
-    mnistcl.alert.<alertname>), posted to <prefect api>/events. With MNISTCL_RELAY_TOKEN set,
-    every POST must carry `Authorization: Bearer <token>` (401 otherwise).
+    mnistcl.alert.<alertname>), posted to <prefect api>/events. Every POST must carry
+    `Authorization: Bearer <token>` (401 otherwise): MNISTCL_RELAY_TOKEN, or the token generated
+    once into <home>/secrets/relay-token (what monitoring/alertmanager.yml sends).
 
     Example:
 
@@ -119,7 +120,10 @@ def monitor_relay(
     api = prefect_api or settings.prefect_api
     if not api:
         _fail("no Prefect API: pass --prefect-api or set PREFECT_API_URL")
-    serve(host, port, api, events_log=settings.events_log, token=settings.relay_token.get_secret_value() or None)
+    from mnistcl.credentials import local_secret
+
+    token = settings.relay_token.get_secret_value() or local_secret(settings.home_dir, "relay-token")
+    serve(host, port, api, events_log=settings.events_log, token=token)
 
 
 @app.command("retrain")

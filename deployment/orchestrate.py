@@ -96,8 +96,21 @@ def write_gpu_template(path: Path = GPU_TEMPLATE) -> Path:
     return path
 
 
+def auth_string(home: Path) -> str:
+    """The local server's basic-auth ``admin:<random>``, generated once into ``<home>/secrets``
+    (the server, the worker, every flow run and the CLI read it from there)."""
+    import secrets
+
+    from mnistcl.credentials import local_secret
+
+    return local_secret(home, "prefect-auth", make=lambda: "admin:" + secrets.token_urlsafe(24))
+
+
 def prefect_env(api_url: str, home: Path) -> dict[str, str]:
+    """A Prefect client's environment for the local server kept in ``home``: its API, its auth
+    string, CSRF tokens fetched (the server enforces them)."""
     return {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_HOME": str(home),
+            "PREFECT_API_AUTH_STRING": auth_string(home), "PREFECT_CLIENT_CSRF_SUPPORT_ENABLED": "true",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING",
             "PYTHONPATH": str(ROOT)}
 
@@ -107,9 +120,13 @@ def prefect_bin() -> str:
 
 
 def start_server(home: Path, port: int, log: Path) -> subprocess.Popen:
-    """``prefect server start`` on 127.0.0.1 with its SQLite database under ``home``."""
+    """``prefect server start`` on 127.0.0.1 with its SQLite database under ``home``, requiring
+    the basic-auth string of :func:`auth_string` on every API call but the health probe, and with
+    CSRF protection on (a web page cannot drive it through the browser of whoever has it open)."""
     env = {**prefect_env(f"http://127.0.0.1:{port}/api", home)}
     env.pop("PREFECT_API_URL")
+    env["PREFECT_SERVER_API_AUTH_STRING"] = env["PREFECT_API_AUTH_STRING"]
+    env["PREFECT_SERVER_CSRF_PROTECTION_ENABLED"] = "true"
     env["PREFECT_SERVER_API_HOST"] = "127.0.0.1"
     env["PREFECT_SERVER_API_PORT"] = str(port)
     env["PREFECT_UI_ENABLED"] = os.environ.get("PREFECT_UI_ENABLED", "true")

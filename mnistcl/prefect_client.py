@@ -40,9 +40,18 @@ class PrefectError(RuntimeError):
 
 @contextmanager
 def _settings(api_url: str, timeout: float | None = None) -> Iterator[None]:
-    from prefect.settings import PREFECT_API_REQUEST_TIMEOUT, PREFECT_API_URL, temporary_settings
+    import os
+
+    from prefect.settings import (
+        PREFECT_API_AUTH_STRING,
+        PREFECT_API_REQUEST_TIMEOUT,
+        PREFECT_API_URL,
+        temporary_settings,
+    )
 
     updates: dict = {PREFECT_API_URL: api_url.rstrip("/")}
+    if os.environ.get("PREFECT_API_AUTH_STRING"):  # read now: set after Prefect's settings were loaded
+        updates[PREFECT_API_AUTH_STRING] = os.environ["PREFECT_API_AUTH_STRING"]
     if timeout is not None:
         updates[PREFECT_API_REQUEST_TIMEOUT] = timeout
     with temporary_settings(updates=updates):

@@ -29,14 +29,18 @@ def routes() -> dict:
     }
 
 
+LOCAL_RELAY_TOKEN = "../.mnistcl/secrets/relay-token"
+
+
 def render(*, smtp_smarthost: str = "127.0.0.1:25", smtp_from: str = "mnist-continual@localhost",
            email_to: str = "data-scientist@localhost", smtp_require_tls: bool = False,
-           relay_url: str = "http://127.0.0.1:9095/", relay_token_file: str | None = None, group_wait: str = "30s",
+           relay_url: str = "http://127.0.0.1:9095/", relay_token_file: str = LOCAL_RELAY_TOKEN, group_wait: str = "30s",
            group_interval: str = "5m", repeat_interval: str = "4h") -> str:
-    """``relay_token_file``: a file holding the relay's bearer token (MNISTCL_RELAY_TOKEN)."""
-    webhook = {"url": relay_url, "send_resolved": False, "max_alerts": 0}
-    if relay_token_file:
-        webhook["http_config"] = {"authorization": {"type": "Bearer", "credentials_file": relay_token_file}}
+    """``relay_token_file``: a file holding the relay's bearer token (the relay requires one); the
+    default is the one `mnistcl monitor relay` generates in the default home, relative to this file
+    in monitoring/ (Alertmanager resolves relative paths against its configuration file)."""
+    webhook = {"url": relay_url, "send_resolved": False, "max_alerts": 0,
+               "http_config": {"authorization": {"type": "Bearer", "credentials_file": relay_token_file}}}
     cfg = {
         "global": {"smtp_smarthost": smtp_smarthost, "smtp_from": smtp_from, "smtp_require_tls": smtp_require_tls},
         "route": {**routes(), "group_wait": group_wait, "group_interval": group_interval,

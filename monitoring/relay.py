@@ -10,11 +10,17 @@ event posted to ``<prefect api>/events``:
 
 Resolved alerts are acknowledged and not forwarded. A body that is not Alertmanager's JSON gets
 a 400 naming the problem; when Prefect cannot be reached the relay answers 502, so Alertmanager
-retries. With a token (``MNISTCL_RELAY_TOKEN``) every POST must carry ``Authorization: Bearer
-<token>`` (Alertmanager's ``http_config.authorization``), or gets a 401: whoever can reach the
-relay could otherwise start retrainings. Events go through Prefect's client (mnistcl.prefect_client,
-with PREFECT_API_AUTH_STRING when the server asks for it); `mnistcl monitor relay`
-starts it, GET /healthz (open, for probes) checks it.
+retries. Whoever can reach the relay could otherwise start retrainings, so:
+- a token is required (``MNISTCL_RELAY_TOKEN``, or a token file; an empty one refuses to start):
+  every POST carries ``Authorization: Bearer <token>`` (Alertmanager's ``http_config.authorization``)
+  or gets a 401;
+- the body needs a ``Content-Length`` of 0 to ``MAX_BODY`` bytes (411 / 400 / 413 otherwise);
+- a connection idle for ``SOCKET_TIMEOUT_S`` is closed (no slow client holds a thread);
+- event names are allow-listed: a ``prefect_event`` label must be one the monitoring raises
+  (``EVENTS``), and an alert without one becomes ``mnistcl.alert.<alertname>`` only for a plain
+  alert name (letters, digits, ``_``; deployments trigger on none of those).
+Events go through Prefect's client (mnistcl.prefect_client, with PREFECT_API_AUTH_STRING when the
+server asks for it); `mnistcl monitor relay` starts it, GET /healthz (open, for probes) checks it.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import hmac
 import json
 import logging
 import os
+import re
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -32,6 +39,10 @@ from mnistcl.prefect_client import PrefectError, post_events
 log = logging.getLogger(__name__)
 MAX_BODY = 1_000_000
 TOKEN_ENV = "MNISTCL_RELAY_TOKEN"
+SOCKET_TIMEOUT_S = 10
+#: The events an alert may name (what the monitoring raises and prefect.yaml's triggers expect).
+EVENTS = frozenset({"mnistcl.confidence.low", "mnistcl.drift.detected", "mnistcl.accuracy.low"})
+_ALERT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 
 
 class RelayError(ValueError):
@@ -49,7 +60,12 @@ def to_events(body: dict) -> list[dict]:
             continue
         labels = {str(k): str(v) for k, v in a["labels"].items()}
         name = labels.get("alertname", "unnamed")
+        if not _ALERT_NAME.match(name):
+            raise RelayError(f"alerts[{i}]: alertname {name[:100]!r} is not a plain name (letters, digits, _)")
         event = labels.get("prefect_event") or f"mnistcl.alert.{name}"
+        if "prefect_event" in labels and event not in EVENTS:
+            raise RelayError(f"alerts[{i}]: event {event[:100]!r} is not one the relay forwards "
+                             f"({', '.join(sorted(EVENTS))})")
         events.append(make_event(
             event, f"mnistcl.alertmanager.{name}",
             {"labels": labels, "annotations": a.get("annotations") or {}, "startsAt": a.get("startsAt"),
@@ -59,10 +75,15 @@ def to_events(body: dict) -> list[dict]:
 
 
 def make_handler(prefect_api: str, events_log: Path | None = None, token: str | None = None):
+    if not token or not token.strip():
+        raise ValueError(f"the relay needs a bearer token ({TOKEN_ENV} or a token file): without one, whoever "
+                         "reaches it could start retrainings")
     url = prefect_api.rstrip("/") + "/events"
-    expected = f"Bearer {token}".encode() if token else None
+    expected = f"Bearer {token.strip()}".encode()
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = SOCKET_TIMEOUT_S  # socketserver's StreamRequestHandler sets it on the connection
+
         def _reply(self, code: int, body: dict) -> None:
             data = json.dumps(body).encode()
             self.send_response(code)
@@ -78,18 +99,35 @@ def make_handler(prefect_api: str, events_log: Path | None = None, token: str | 
                 self._reply(404, {"error": f"no such path {self.path}; POST alerts to /"})
 
         def do_POST(self):  # noqa: N802
-            if expected is not None and not hmac.compare_digest(
-                    self.headers.get("Authorization", "").encode(), expected):
+            self.close_connection = True  # one request per connection: nothing left half-read
+            if not hmac.compare_digest(self.headers.get("Authorization", "").encode("utf-8", "surrogateescape"),
+                                       expected):
                 self._reply(401, {"error": "missing or wrong bearer token (Authorization: Bearer <MNISTCL_RELAY_TOKEN>)"})
                 return
-            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.headers.get("Content-Length")
+            if raw is None:
+                self._reply(411, {"error": "Content-Length is required"})
+                return
+            if not raw.strip().isdigit():
+                self._reply(400, {"error": f"Content-Length must be a whole number of bytes, not {raw[:40]!r}"})
+                return
+            length = int(raw)
             if length > MAX_BODY:
-                self._reply(400, {"error": f"body larger than {MAX_BODY} bytes"})
+                self._reply(413, {"error": f"body of {length:,} bytes; the limit is {MAX_BODY:,}"})
                 return
             try:
-                body = json.loads(self.rfile.read(length) or b"null")
+                data = self.rfile.read(length)
+                if len(data) < length:
+                    self._reply(400, {"error": f"body ended after {len(data)} of {length} bytes"})
+                    return
+                body = json.loads(data or b"null")
                 events = to_events(body)
-            except json.JSONDecodeError as exc:
+            except TimeoutError:
+                return  # the client stopped sending: close
+            except RecursionError:
+                self._reply(400, {"error": "body is not JSON: nested too deeply"})
+                return
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 self._reply(400, {"error": f"body is not JSON: {exc}"})
                 return
             except RelayError as exc:
@@ -124,8 +162,7 @@ def serve(host: str, port: int, prefect_api: str, events_log: Path | None = None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     server = make_server(host, port, prefect_api, events_log, token)
     print(f"relaying Alertmanager webhooks on http://{host}:{port}/ to {prefect_api.rstrip('/')}/events"
-          f" ({'bearer token required' if token else f'no token: set {TOKEN_ENV} where others can reach it'})",
-          flush=True)
+          " (bearer token required)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -143,5 +180,7 @@ if __name__ == "__main__":
     ap.add_argument("--prefect-api", required=True)
     ap.add_argument("--token-file", type=Path, help=f"file holding the bearer token (default: ${TOKEN_ENV})")
     a = ap.parse_args()
-    serve(a.host, a.port, a.prefect_api, token=(a.token_file.read_text().strip() if a.token_file
-                                                else os.environ.get(TOKEN_ENV)) or None)
+    token = a.token_file.read_text().strip() if a.token_file else os.environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise SystemExit(f"no relay token: {a.token_file or TOKEN_ENV} is empty; the relay does not run without one")
+    serve(a.host, a.port, a.prefect_api, token=token)

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import threading
 import time
+import uuid
 from datetime import UTC, datetime
 
 import httpx
@@ -38,6 +39,7 @@ def wait_for(fn, timeout=120.0, every=1.0):
 @pytest.fixture(scope="module")
 def prefect(tmp_path_factory):
     work = tmp_path_factory.mktemp("prefect")
+    mp = pytest.MonkeyPatch()
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     server = orch.start_server(work / "home", port, work / "server.log")
@@ -50,42 +52,64 @@ def prefect(tmp_path_factory):
             orch.deploy(api, work / "home", k8s, train_image="")
         out = orch.deploy(api, work / "home", ["train", "monitor", "retrain", "judge", "retention", *k8s],
                           train_image=TRAIN_IMAGE)
-        yield {"api": api, "home": work / "home", "work": work, "deploy_output": out}
+        # This process's Prefect client (mnistcl.prefect_client, announce) authenticates as the CLI does.
+        mp.setenv("PREFECT_API_AUTH_STRING", orch.auth_string(work / "home"))
+        yield {"api": api, "home": work / "home", "work": work, "deploy_output": out,
+               "http": api_http(api, orch.auth_string(work / "home"))}
     finally:
+        mp.undo()
         launch.stop(server, term_wait=30)
+
+
+def api_http(api: str, auth: str) -> httpx.Client:
+    """Plain HTTP to the local server as a client must talk to it: basic auth and a CSRF token."""
+    user, _, password = auth.partition(":")
+    client = httpx.Client(auth=(user, password), timeout=10)
+    cid = uuid.uuid4().hex
+    token = client.get(f"{api}/csrf-token", params={"client": cid})
+    token.raise_for_status()
+    client.headers.update({"Prefect-Csrf-Token": token.json()["token"], "Prefect-Csrf-Client": cid})
+    return client
 
 
 TRAIN_IMAGE = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/mnist-continual/train:0a1b2c3"
 
 
-def deployment(api, name):
-    deps = httpx.post(f"{api}/deployments/filter", json={"deployments": {"name": {"any_": [name]}}}, timeout=10).json()
+def deployment(prefect, name):
+    deps = prefect["http"].post(f"{prefect['api']}/deployments/filter", json={"deployments": {"name": {"any_": [name]}}}, timeout=10).json()
     return next(d for d in deps if d["name"] == name)
 
 
 def test_deployments_pools_schedules_and_limits(prefect):
     api = prefect["api"]
-    pools = {p["name"]: p for p in httpx.post(f"{api}/work_pools/filter", json={}, timeout=10).json()}
+    # The local server requires its auth string and a CSRF token: without either, nothing is created.
+    assert httpx.get(f"{api}/admin/version", timeout=10).status_code == 401
+    assert httpx.post(f"{api}/work_pools/filter", json={}, timeout=10).status_code in (401, 403)
+    user, _, password = orch.auth_string(prefect["home"]).partition(":")
+    no_csrf = httpx.post(f"{api}/flow_runs/filter", json={}, auth=(user, password), timeout=10)
+    assert no_csrf.status_code == 403 and "CSRF" in no_csrf.text, no_csrf.text
+    assert httpx.get(f"{api}/health", timeout=10).status_code == 200  # the probe stays open
+    pools = {p["name"]: p for p in prefect["http"].post(f"{api}/work_pools/filter", json={}).json()}
     assert pools["mnistcl-local"]["type"] == "process" and pools["mnistcl-k8s"]["type"] == "kubernetes"
     tmpl = pools["mnistcl-k8s"]["base_job_template"]
     assert tmpl["variables"]["properties"]["gpu_limit"]["default"] == 1
-    retrain = deployment(api, "retrain")
+    retrain = deployment(prefect, "retrain")
     assert retrain["work_pool_name"] == "mnistcl-local"
     assert [s["schedule"].get("cron") for s in retrain["schedules"]] == ["0 3 * * 1"]
     assert retrain["concurrency_limit"] == 1 or (retrain.get("global_concurrency_limit") or {}).get("limit") == 1
     assert (retrain.get("concurrency_options") or {}).get("collision_strategy") == "CANCEL_NEW"
-    assert deployment(api, "monitor")["schedules"][0]["schedule"]["interval"] == 300
-    k8s = deployment(api, "retrain-k8s")
+    assert deployment(prefect, "monitor")["schedules"][0]["schedule"]["interval"] == 300
+    k8s = deployment(prefect, "retrain-k8s")
     assert k8s["work_pool_name"] == "mnistcl-k8s" and k8s["job_variables"]["gpu_limit"] == 1
-    assert {deployment(api, f"{n}-k8s")["job_variables"]["image"] for n in ("train", "monitor", "retrain", "judge",
+    assert {deployment(prefect, f"{n}-k8s")["job_variables"]["image"] for n in ("train", "monitor", "retrain", "judge",
                                                                               "retention")} == {TRAIN_IMAGE}
-    judge = deployment(api, "judge")  # the challenger's judgement: hourly, and on new shadow evidence
+    judge = deployment(prefect, "judge")  # the challenger's judgement: hourly, and on new shadow evidence
     assert judge["schedules"][0]["schedule"]["interval"] == 3600 and judge["work_pool_name"] == "mnistcl-local"
-    assert deployment(api, "judge-k8s")["job_variables"]["gpu_limit"] == 0
-    retention = deployment(api, "retention")  # retention ages applied daily
+    assert deployment(prefect, "judge-k8s")["job_variables"]["gpu_limit"] == 0
+    retention = deployment(prefect, "retention")  # retention ages applied daily
     assert [s["schedule"].get("cron") for s in retention["schedules"]] == ["30 4 * * *"]
-    assert deployment(api, "retention-k8s")["job_variables"]["gpu_limit"] == 0
-    autos = httpx.post(f"{api}/automations/filter", json={}, timeout=10).json()
+    assert deployment(prefect, "retention-k8s")["job_variables"]["gpu_limit"] == 0
+    autos = prefect["http"].post(f"{api}/automations/filter", json={}).json()
     expects = sorted(e for a in autos for e in a["trigger"].get("expect", []))
     assert expects.count("mnistcl.drift.detected") == 2 and expects.count("mnistcl.dataset.updated") == 2
     assert expects.count("mnistcl.challenger.evidence") == 2
@@ -127,8 +151,8 @@ def test_event_creates_a_retrain_run_that_a_worker_executes(prefect, tmp_path, m
         done, result = prefect_client.run_result(api, run.id, timeout=240)
         assert done.state.is_completed(), (tmp_path / "worker.log").read_text()[-3000:]
         assert result["status"] == "skipped" and "no new labelled data since the champion m1" in result["why"], result
-        arts = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [str(run.id)]}}},
-                          timeout=10).json()
+        arts = prefect["http"].post(f"{api}/artifacts/filter",
+                                    json={"artifacts": {"flow_run_id": {"any_": [str(run.id)]}}}).json()
         summary = next(a for a in arts if a["key"] == "retrain-summary")["data"]
         assert "Skipped: no new labelled data since the champion m1" in summary, summary
         # A dataset version made by the retrain flow itself does not retrigger it; a user's does.
@@ -208,3 +232,118 @@ def _ok(url):
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _raw(port: int, data: bytes, *, read: bool = True, timeout: float = 20.0) -> tuple[int | None, bytes]:
+    """Send raw bytes to the relay; (HTTP status or None when it closed without one, the body)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        if not read:
+            return None, b""
+        chunks = []
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.startswith(b"HTTP/"):
+        return None, raw
+    return int(raw.split(b" ", 2)[1]), raw.split(b"\r\n\r\n", 1)[-1]
+
+
+RELAY_TOKEN = "relay-corpus-token-0123456789"
+
+
+def relay_cases() -> list[tuple[str, bytes, int | None, str]]:
+    """(name, raw request, expected status (None: closed), text in the answer) for the relay."""
+    auth = f"Authorization: Bearer {RELAY_TOKEN}\r\n".encode()
+
+    def post(body: bytes, headers: bytes = b"", *, length: bytes | None = None, with_auth: bool = True) -> bytes:
+        cl = b"Content-Length: " + (length if length is not None else str(len(body)).encode()) + b"\r\n"
+        return (b"POST / HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n" + (auth if with_auth else b"")
+                + headers + (cl if length != b"" else b"") + b"\r\n" + body)
+
+    def alert(labels: dict) -> bytes:
+        return json.dumps({"status": "firing", "alerts": [{"status": "firing", "labels": labels}]}).encode()
+
+    ok = {"alertname": "MnistDriftShareHigh", "prefect_event": "mnistcl.drift.detected"}
+    return [
+        ("no token", post(alert(ok), with_auth=False), 401, "bearer token"),
+        ("wrong token", post(alert(ok), with_auth=False).replace(b"\r\n\r\n", b"\r\nAuthorization: Bearer guess\r\n\r\n", 1),
+         401, "bearer token"),
+        ("token as basic auth", post(alert(ok), b"Authorization: Basic eDp5\r\n", with_auth=False), 401, "bearer"),
+        ("negative Content-Length", post(b"{}", length=b"-1"), 400, "whole number"),
+        ("non-numeric Content-Length", post(b"{}", length=b"12abc"), 400, "whole number"),
+        ("no Content-Length", post(b"", length=b""), 411, "Content-Length is required"),
+        ("body over the limit", post(b"", length=b"5000000"), 413, "limit"),
+        ("body shorter than its length", post(b"{}", length=b"10") + b"", None, ""),
+        ("not JSON", post(b"nope"), 400, "not JSON"),
+        ("invalid UTF-8", post(b'{"alerts": "\xff\xfe"}'), 400, "not JSON"),
+        ("deeply nested JSON", post(b"[" * 100_000 + b"]" * 100_000), 400, "nested too deeply"),
+        ("JSON but not Alertmanager's", post(b'{"hello": 1}'), 400, "'alerts' list"),
+        ("alert without labels", post(b'{"alerts": [{"status": "firing"}]}'), 400, "no labels"),
+        ("event not on the allow-list", post(alert({"alertname": "X", "prefect_event": "prefect.flow-run.Completed"})),
+         400, "not one the relay forwards"),
+        ("event name of another project", post(alert({"alertname": "X", "prefect_event": "mnistcl.model.promoted"})),
+         400, "not one the relay forwards"),
+        ("alert name with dots", post(alert({"alertname": "a.b.c"})), 400, "not a plain name"),
+        ("alert name too long", post(alert({"alertname": "A" * 500})), 400, "not a plain name"),
+        ("GET of an unknown path", b"GET /admin HTTP/1.1\r\nHost: relay\r\n\r\n", 404, "no such path"),
+        ("resolved alert only", post(json.dumps({"alerts": [{"status": "resolved", "labels": ok}]}).encode()),
+         200, '"relayed": []'),
+    ]
+
+
+def test_relay_hostile_corpus(prefect, tmp_path):
+    """Every hostile request to the relay is refused with the status that names it (or the
+    connection closed), a silent client is dropped after the socket timeout, an empty token
+    refuses to start, and afterwards a real alert still becomes a real Prefect event."""
+    from monitoring import relay as relay_mod
+
+    with pytest.raises(ValueError, match="needs a bearer token"):
+        make_server("127.0.0.1", free_port(), prefect["api"], token="  ")
+    relay = make_server("127.0.0.1", free_port(), prefect["api"], events_log=tmp_path / "events.jsonl",
+                        token=RELAY_TOKEN)
+    port = relay.server_address[1]
+    threading.Thread(target=relay.serve_forever, daemon=True).start()
+    try:
+        results = []
+        for name, raw, status, needle in relay_cases():
+            got, body = _raw(port, raw, timeout=relay_mod.SOCKET_TIMEOUT_S + 10)
+            results.append(name)
+            assert got == status, (name, got, body[:300])
+            assert needle.encode() in body, (name, body[:300])
+        # A client that sends half a request and goes silent is dropped after the socket timeout,
+        # and holds up no one meanwhile.
+        import socket
+
+        slow = socket.create_connection(("127.0.0.1", port))
+        slow.sendall(b"POST / HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer " + RELAY_TOKEN.encode()
+                     + b"\r\nContent-Length: 100\r\n\r\n{")
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        slow.settimeout(relay_mod.SOCKET_TIMEOUT_S + 10)
+        started = time.time()
+        assert slow.recv(100) == b""  # closed by the relay, without an answer
+        assert time.time() - started < relay_mod.SOCKET_TIMEOUT_S + 5
+        slow.close()
+        results.append("silent client")
+        # After all of it, an alert still arrives in Prefect as its event.
+        ok = httpx.post(f"http://127.0.0.1:{port}/", headers={"Authorization": f"Bearer {RELAY_TOKEN}"}, timeout=10,
+                        json={"status": "firing", "alerts": [{"status": "firing", "labels": {
+                            "alertname": "MnistDriftShareHigh", "prefect_event": "mnistcl.drift.detected"}}]})
+        assert ok.status_code == 200 and ok.json()["relayed"] == ["mnistcl.drift.detected"], ok.text
+        def stored():  # Prefect persists events in batches, a few seconds later
+            return prefect["http"].post(f"{prefect['api']}/events/filter", json={
+                "filter": {"event": {"name": ["mnistcl.drift.detected"]},
+                           "resource": {"id": ["mnistcl.alertmanager.MnistDriftShareHigh"]}}}).json()["total"]
+        assert wait_for(stored, timeout=60), "the relayed event never reached Prefect's event store"
+        assert len(results) == len(relay_cases()) + 1
+    finally:
+        relay.shutdown()
+        relay.server_close()
