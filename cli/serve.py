@@ -53,7 +53,9 @@ def serve(
     if not launch.SERVE_PYTHON.exists():
         _fail("the serving environment is missing: run `make venv-serve`")
     env = launch.environment(settings.store_url, settings.predictions_db_path,
-                             settings.home_dir / "cache" / "serving", s3_endpoint_url=settings.s3_endpoint_url)
+                             settings.home_dir / "cache" / "serving", s3_endpoint_url=settings.s3_endpoint_url,
+                             feedback_tokens=settings.feedback_tokens_value(),
+                             predict_tokens=settings.predict_tokens.get_secret_value())
     host, port = host or settings.serve_host, port or settings.serve_port
     args = launch.command(host=host, port=port, metrics_port=metrics_port or settings.serve_metrics_port,
                           workers=workers, threads=threads, grpc_port=grpc_port)
@@ -89,7 +91,7 @@ def predict_cmd(
     except OSError as exc:
         _fail(str(exc))
     try:
-        with ModelServer(base) as server:
+        with ModelServer(base, predict_token=settings.predict_token_value()) as server:
             tags = server.predict_png(pngs)
     except httpx.HTTPError as exc:
         _fail(f"cannot reach the server at {base}: {exc} (start it with `mnistcl serve`)")
@@ -129,7 +131,7 @@ def smoke(
     x, y = read_mnist_csv(find_mnist_csvs()[1], "test")
     idx = np.random.default_rng(0).choice(len(y), digits, replace=False)
     right, versions, failures = 0, set(), []
-    with ModelServer(base) as server:
+    with ModelServer(base, predict_token=settings.predict_token_value()) as server:
         for i in range(0, digits, per_request):
             batch = idx[i:i + per_request]
             try:

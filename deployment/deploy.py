@@ -28,6 +28,15 @@ class DeployError(ValueError):
     pass
 
 
+#: The largest request body the model server takes (serving/server.py --max-bytes' default).
+MAX_BODY_BYTES = 2_000_000
+#: On every model-server pod (both predictors): what the feedback AuthorizationPolicy selects.
+MODEL_SERVER_LABEL = {"mnistcl/component": "model-server"}
+#: The feedback routes, as the pod's sidecar sees them (Seldon's executor and the wrapper; REST
+#: with any suffix or query, and gRPC's SendFeedback of every service).
+FEEDBACK_PATHS = ["/api/v1.0/feedback*", "/api/v0.1/feedback*", "/send-feedback*", "*/SendFeedback"]
+
+
 def _merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in (over or {}).items():
@@ -66,6 +75,9 @@ def _pod_spec(cfg: dict, alias: str) -> dict:
                 {"name": "MNISTCL_MODEL_CACHE", "value": "/tmp/model-cache"},
                 {"name": "MNISTCL_PREDICTIONS_DB",
                  "valueFrom": {"secretKeyRef": {"name": cfg["secrets"], "key": "MNISTCL_PREDICTIONS_DB"}}},
+                # Who may send feedback (labeller:token entries); without it the server refuses feedback.
+                {"name": "MNISTCL_FEEDBACK_TOKENS",
+                 "valueFrom": {"secretKeyRef": {"name": cfg["secrets"], "key": "MNISTCL_FEEDBACK_TOKENS"}}},
             ],
             "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
                       {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
@@ -87,7 +99,7 @@ def _predictor(cfg: dict, name: str, alias: str, version: str, traffic: int) -> 
         "name": name,
         "replicas": int(cfg["replicas"]),
         "traffic": traffic,
-        "labels": {"mnistcl/alias": alias, "mnistcl/model-version": version},
+        "labels": {"mnistcl/alias": alias, "mnistcl/model-version": version, **MODEL_SERVER_LABEL},
         "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT),
                         "prometheus.io/path": METRICS_PATH},
         "componentSpecs": [{"spec": _pod_spec(cfg, alias)}],

@@ -8,6 +8,8 @@
   overlays/<env>/seldondeployment.yaml   `mnistcl deploy render --env <env>` for the alias "champion"
   overlays/<env>/alertmanagerconfig.yaml monitoring/alertmanager.py's routes, with this environment's relay
                                      URL (Alertmanager runs in another namespace) and recipients
+  overlays/<env>/authorizationpolicy.yaml  Istio: feedback to the model servers only from the
+                                     environment's labelling ServiceAccount (configs/deploy.yaml)
 
   python -m deployment.k8s          # rewrite them; the tests fail when a committed file differs
 """
@@ -19,7 +21,16 @@ from pathlib import Path
 
 import yaml
 
-from deployment.deploy import METRICS_PATH, check_seldon_deployment, dump, load_env, render
+from deployment.deploy import (
+    FEEDBACK_PATHS,
+    MAX_BODY_BYTES,
+    METRICS_PATH,
+    MODEL_SERVER_LABEL,
+    check_seldon_deployment,
+    dump,
+    load_env,
+    render,
+)
 from deployment.orchestrate import GPU_TEMPLATE, SECRETS, gpu_job_template
 from monitoring.alertmanager import EMAIL, RELAY, routes
 from monitoring.relay import TOKEN_ENV as RELAY_TOKEN_ENV
@@ -84,6 +95,48 @@ def alertmanager_config(env: str) -> dict:
     }
 
 
+def feedback_policy(env: str) -> dict:
+    """Istio DENY: a feedback request to a model server from anyone but the labelling
+    ServiceAccount (mTLS identity) is refused at the pod's sidecar, before the server checks the
+    feedback token. A DENY policy leaves every other request as it was (an ALLOW policy would turn
+    the rest into deny-by-default)."""
+    cfg = load_env(env)
+    principal = f"cluster.local/ns/{cfg['namespace']}/sa/{cfg['feedback_service_account']}"
+    return {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": {"name": "mnist-feedback-labellers-only", "labels": PART_OF},
+            "spec": {"selector": {"matchLabels": dict(MODEL_SERVER_LABEL)}, "action": "DENY",
+                     "rules": [{"from": [{"source": {"notPrincipals": [principal]}}],
+                                "to": [{"operation": {"paths": list(FEEDBACK_PATHS)}}]},
+                               # Seldon's executor answers CORS preflights for every origin itself:
+                               # refusing OPTIONS makes browsers refuse cross-origin JSON posts.
+                               {"to": [{"operation": {"methods": ["OPTIONS"]}}]}]}}
+
+
+def body_limit() -> dict:
+    """Istio: the sidecars of the model servers refuse a request body over the server's limit (413),
+    before Seldon's executor reads it whole into memory (it reads without a limit)."""
+    return {"apiVersion": "networking.istio.io/v1alpha3", "kind": "EnvoyFilter",
+            "metadata": {"name": "mnist-model-server-body-limit", "labels": PART_OF},
+            "spec": {"workloadSelector": {"labels": dict(MODEL_SERVER_LABEL)},
+                     "configPatches": [{
+                         "applyTo": "HTTP_FILTER",
+                         "match": {"context": "SIDECAR_INBOUND", "listener": {"filterChain": {"filter": {
+                             "name": "envoy.filters.network.http_connection_manager",
+                             "subFilter": {"name": "envoy.filters.http.router"}}}}},
+                         "patch": {"operation": "INSERT_BEFORE", "value": {
+                             "name": "envoy.filters.http.buffer",
+                             "typed_config": {
+                                 "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                                 "max_request_bytes": MAX_BODY_BYTES}}}}]}}
+
+
+def labeller_account(env: str) -> dict:
+    cfg = load_env(env)
+    return {"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": cfg["feedback_service_account"], "labels": PART_OF},
+            "automountServiceAccountToken": False}
+
+
 def seldon_deployment(env: str) -> str:
     docs = render(env, "champion")
     check_seldon_deployment(docs[-1])
@@ -105,6 +158,11 @@ def generated() -> dict[Path, str]:
         files[K8S / "overlays" / env / "alertmanagerconfig.yaml"] = (
             HEADER.format(src="monitoring/alertmanager.py and configs/deploy.yaml")
             + yaml.safe_dump(alertmanager_config(env), sort_keys=False))
+        files[K8S / "overlays" / env / "authorizationpolicy.yaml"] = (
+            HEADER.format(src="configs/deploy.yaml (deployment/k8s.py feedback_policy)")
+            + yaml.safe_dump(feedback_policy(env), sort_keys=False) + "---\n"
+            + yaml.safe_dump(labeller_account(env), sort_keys=False) + "---\n"
+            + yaml.safe_dump(body_limit(), sort_keys=False))
     return files
 
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
 
 from deployment.serve import wait_http_ok
+from mnistcl.credentials import local_secret
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFECT_YAML = ROOT / "prefect.yaml"
@@ -99,10 +101,6 @@ def write_gpu_template(path: Path = GPU_TEMPLATE) -> Path:
 def auth_string(home: Path) -> str:
     """The local server's basic-auth ``admin:<random>``, generated once into ``<home>/secrets``
     (the server, the worker, every flow run and the CLI read it from there)."""
-    import secrets
-
-    from mnistcl.credentials import local_secret
-
     return local_secret(home, "prefect-auth", make=lambda: "admin:" + secrets.token_urlsafe(24))
 
 

@@ -21,10 +21,12 @@ def free_port() -> int:
 
 
 def environment(store_url: str, predictions_db: str, model_cache: Path, *, s3_endpoint_url: str | None = None,
-                poll_s: float | None = None) -> dict[str, str]:
-    """The variables serving/model.py reads, over the current environment."""
+                poll_s: float | None = None, feedback_tokens: str = "", predict_tokens: str = "") -> dict[str, str]:
+    """The variables serving/model.py reads, over the current environment. ``feedback_tokens``:
+    ``labeller:token`` entries (empty: the server refuses feedback)."""
     env = {**os.environ, "MNISTCL_STORE_URL": str(store_url), "MNISTCL_PREDICTIONS_DB": str(predictions_db),
-           "MNISTCL_MODEL_CACHE": str(model_cache), "PYTHONPATH": str(ROOT)}
+           "MNISTCL_MODEL_CACHE": str(model_cache), "PYTHONPATH": str(ROOT),
+           "MNISTCL_FEEDBACK_TOKENS": feedback_tokens, "MNISTCL_PREDICT_TOKENS": predict_tokens}
     if s3_endpoint_url:
         env["MNISTCL_S3_ENDPOINT_URL"] = s3_endpoint_url
     if poll_s is not None:
@@ -43,7 +45,8 @@ def command(*, host: str = "127.0.0.1", port: int, metrics_port: int, workers: i
 
 def start(store_url: str, predictions_db: str, model_cache: Path, log: Path, *, port: int, metrics_port: int,
           workers: int = 1, threads: int = 4, grpc_port: int = 0, poll_s: float | None = None,
-          log_level: str | None = "WARNING", timeout: float = 120.0):
+          log_level: str | None = "WARNING", timeout: float = 120.0, feedback_tokens: str = "",
+          predict_tokens: str = ""):
     """Start the model server in its own process group on 127.0.0.1, output to ``log``; return the
     process once it answers. Raises RuntimeError with the log's tail (after stopping it) if it
     does not answer within ``timeout`` seconds."""
@@ -52,7 +55,8 @@ def start(store_url: str, predictions_db: str, model_cache: Path, log: Path, *, 
     proc = subprocess.Popen(
         command(port=port, metrics_port=metrics_port, workers=workers, threads=threads, log_level=log_level,
                 grpc_port=grpc_port),
-        cwd=ROOT, env=environment(store_url, predictions_db, model_cache, poll_s=poll_s),
+        cwd=ROOT, env=environment(store_url, predictions_db, model_cache, poll_s=poll_s,
+                                  feedback_tokens=feedback_tokens, predict_tokens=predict_tokens),
         stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + timeout
     ready = wait_until_ready(f"http://127.0.0.1:{port}", timeout=timeout)

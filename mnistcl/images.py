@@ -80,18 +80,40 @@ def as_labels(arr, n: int, *, what: str = "labels") -> np.ndarray:
     return y.astype(np.uint8)
 
 
-def decode_png(data: bytes, *, what: str = "PNG") -> np.ndarray:
-    """Decode one PNG (or other Pillow-readable image) to a 28x28 uint8 grayscale array.
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: The largest encoded PNG accepted: a 28x28 digit is under 1 KB; RGBA with metadata a few KB.
+MAX_PNG_BYTES = 65_536
 
-    Images of another size are refused rather than silently resized: a resize changes
-    stroke width, which the model and the drift monitor both notice.
+
+def png_size(data: bytes, *, what: str = "PNG") -> tuple[int, int]:
+    """(width, height) from a PNG's header, read without decoding anything; ImageError if the bytes
+    are not a PNG (signature, then the IHDR chunk first, as the PNG specification requires)."""
+    if len(data) < 24 or data[:8] != PNG_SIGNATURE:
+        raise ImageError(f"{what}: not a PNG (PNG is the only image format accepted)")
+    if data[12:16] != b"IHDR":
+        raise ImageError(f"{what}: malformed PNG (the first chunk is not IHDR)")
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def decode_png(data: bytes, *, what: str = "PNG") -> np.ndarray:
+    """Decode one PNG to a 28x28 uint8 grayscale array.
+
+    Everything that can be checked before decoding is: the size in bytes, the PNG signature and the
+    dimensions in its header (a 6000x6000 PNG of 187 KB would take 565 MB decoded). Only Pillow's
+    PNG decoder is used. Images of another size are refused rather than silently resized: a resize
+    changes stroke width, which the model and the drift monitor both notice.
     """
     from PIL import Image, UnidentifiedImageError
 
     if not data:
         raise ImageError(f"{what}: empty image data")
+    if len(data) > MAX_PNG_BYTES:
+        raise ImageError(f"{what}: {len(data):,} bytes; a 28x28 PNG is at most {MAX_PNG_BYTES:,}")
+    width, height = png_size(data, what=what)
+    if (width, height) != IMAGE_SHAPE[::-1]:
+        raise ImageError(f"{what}: image is {width}x{height} pixels, expected 28x28")
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
             im.load()
             if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
                 bg = Image.new("RGBA", im.size, (0, 0, 0, 255))

@@ -55,6 +55,21 @@ CREATE TABLE IF NOT EXISTS rejected (
     endpoint TEXT NOT NULL,
     reason TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS feedback_conflicts (
+    at DOUBLE PRECISION NOT NULL,
+    request_id TEXT NOT NULL,
+    item INTEGER NOT NULL,
+    existing INTEGER NOT NULL,
+    existing_labeller TEXT,
+    proposed INTEGER NOT NULL,
+    labeller TEXT
+);
+CREATE TABLE IF NOT EXISTS rewards (
+    at DOUBLE PRECISION NOT NULL,
+    request_id TEXT NOT NULL,
+    reward DOUBLE PRECISION NOT NULL,
+    labeller TEXT
+);
 CREATE TABLE IF NOT EXISTS log_counters (
     name TEXT PRIMARY KEY,
     n BIGINT NOT NULL
@@ -78,6 +93,16 @@ CONNECT_TIMEOUT_S = 3
 
 class LogUnavailable(RuntimeError):
     """The prediction log's database cannot be reached or written, even on a fresh connection."""
+
+
+class FeedbackConflict(ValueError):
+    """Labels that differ from ones already recorded: refused, kept in feedback_conflicts for review."""
+
+    def __init__(self, request_id: str, conflicts: list[tuple[int, int, int]]):
+        self.request_id, self.conflicts = request_id, conflicts
+        shown = ", ".join(f"image {i}: recorded {old}, sent {new}" for i, old, new in conflicts[:5])
+        super().__init__(f"request {request_id} already has different labels ({shown}); labels are written once, "
+                         f"so this feedback was not applied and is kept for review")
 
 
 def is_postgres(location: str | Path) -> bool:
@@ -144,7 +169,7 @@ class PredictionLog:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-        for col in _NUMBERED:
+        for col in (*_NUMBERED, "puid"):
             conn.execute(f"CREATE INDEX IF NOT EXISTS predictions_{col} ON predictions({col})")
 
     def _migrate(self, conn, cols: set[str], int_type: str) -> None:
@@ -156,6 +181,9 @@ class PredictionLog:
         p = self.ph
         conn.execute(f"INSERT INTO log_meta (name, value) VALUES ('log_id', {p}) ON CONFLICT DO NOTHING",
                      (uuid.uuid4().hex,))
+        for col in ("labeller", "puid"):  # who labelled; Seldon's request id (puid) when the request had one
+            if col not in cols:
+                conn.execute(f"ALTER TABLE predictions ADD COLUMN {col} TEXT")
         for col, (which, order) in _NUMBERED.items():
             added = col not in cols
             if added:
@@ -262,14 +290,15 @@ class PredictionLog:
 
     # ---------------------------------------------------------------- writing
     def log_predictions(self, request_id: str, model_version: str, kind: str, images: np.ndarray,
-                        probs: np.ndarray, shadow: list[tuple[str, np.ndarray]] | None = None) -> None:
+                        probs: np.ndarray, shadow: list[tuple[str, np.ndarray]] | None = None,
+                        puid: str | None = None) -> None:
         """One transaction per request: all of its images or none (the server answers after this).
         ``shadow``: (model version, probabilities) of each model that scored the same images
         without answering."""
         now = time.time()
         px = np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8).reshape(len(images), -1)
         rows = [(request_id, i, now, model_version, kind, px[i].tobytes(), json.dumps([round(float(p), 6) for p in probs[i]]),
-                 int(probs[i].argmax()), float(probs[i].max())) for i in range(len(images))]
+                 int(probs[i].argmax()), float(probs[i].max()), puid) for i in range(len(images))]
         p = self.ph
 
         def write(conn):
@@ -283,7 +312,7 @@ class PredictionLog:
             # ON CONFLICT DO NOTHING: a write retried after its commit went through (the answer
             # lost with the connection) adds nothing; request ids are fresh UUIDs.
             cur.executemany(f"INSERT INTO predictions (request_id, item, at, model_version, input_kind, image, probs, "
-                            f"digit, confidence, seq) VALUES ({', '.join([p] * 10)}) ON CONFLICT DO NOTHING",
+                            f"digit, confidence, puid, seq) VALUES ({', '.join([p] * 11)}) ON CONFLICT DO NOTHING",
                             [(*r, first + i) for i, r in enumerate(rows)])
             for version, sp in shadow or []:
                 cur.executemany(f"INSERT INTO shadow (request_id, item, model_version, digit, confidence) "
@@ -297,8 +326,28 @@ class PredictionLog:
         self._tx([(f"INSERT INTO rejected (at, endpoint, reason) VALUES ({p}, {p}, {p})",
                    [(time.time(), endpoint, reason[:500])])])
 
-    def add_feedback(self, request_id: str, labels: list[int]) -> list[tuple[int, int]]:
-        """Attach true labels to an earlier request's items; return (predicted, true) pairs."""
+    def find_request(self, request_id: str | None = None, puid: str | None = None) -> str | None:
+        """The request id of a logged request, by its own id or else by Seldon's puid (None: no such
+        request). A puid that several requests carried names none of them: KeyError."""
+        p = self.ph
+        for rid in (request_id, puid):  # our answers carry puid = request id when the request had none
+            if rid and self._query(f"SELECT 1 FROM predictions WHERE request_id = {p} LIMIT 1", (rid,)):
+                return rid
+        if puid:
+            rows = self._query(f"SELECT DISTINCT request_id FROM predictions WHERE puid = {p} LIMIT 2", (puid,))
+            if len(rows) > 1:
+                raise KeyError(f"puid {puid!r} was sent with several requests: give meta.tags.request_id")
+            if rows:
+                return rows[0][0]
+        return None
+
+    def add_feedback(self, request_id: str, labels: list[int], labeller: str | None = None) -> list[tuple[int, int]]:
+        """Attach true labels to an earlier request's items, once; return (predicted, true) pairs.
+
+        Write-once: the same labels sent again change nothing; a label that differs from one
+        already recorded refuses the whole feedback (none of it is applied) with
+        :class:`FeedbackConflict`, and each differing label is kept in ``feedback_conflicts`` with
+        who sent it, for review. ``labeller``: who sent it (recorded with each label)."""
         p = self.ph
         rows = self._query(f"SELECT item, digit FROM predictions WHERE request_id = {p} ORDER BY item", (request_id,))
         if not rows:
@@ -308,19 +357,55 @@ class PredictionLog:
         now = time.time()
 
         def label(conn):
+            cur = conn.cursor()
+            # Read the recorded labels inside the write transaction (SQLite's write lock, or the
+            # rows locked in PostgreSQL): two different labels sent at once cannot both win.
+            lock = " FOR UPDATE" if self.pg else ""
+            cur.execute(f"SELECT item, feedback, labeller FROM predictions WHERE request_id = {p} ORDER BY item{lock}",
+                        (request_id,))
+            recorded = {int(i): (fb, who) for i, fb, who in cur.fetchall()}
+            conflicts = [(item, int(recorded[item][0]), int(lbl), recorded[item][1])
+                         for (item, _), lbl in zip(rows, labels, strict=True)
+                         if recorded[item][0] is not None and int(recorded[item][0]) != int(lbl)]
+            if conflicts:
+                cur.executemany(f"INSERT INTO feedback_conflicts (at, request_id, item, existing, existing_labeller, "
+                                f"proposed, labeller) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})",
+                                [(now, request_id, i, old, old_by, new, labeller) for i, old, new, old_by in conflicts])
+                return conflicts
+            new = [(item, int(lbl)) for (item, _), lbl in zip(rows, labels, strict=True) if recorded[item][0] is None]
+            if not new:
+                return []
             # The feedback sequence number comes from a counter row updated in the same
             # transaction: its lock (PostgreSQL's row lock, SQLite's write lock) is held to the
             # commit, so numbers commit in order and a reader that has seen n has seen all below n.
-            cur = conn.cursor()
             cur.execute("UPDATE log_counters SET n = n + 1 WHERE name = 'feedback' RETURNING n")
             seq = int(cur.fetchone()[0])
-            # The same label sent again changes nothing (and is not learned twice).
-            cur.executemany(f"UPDATE predictions SET feedback = {p}, feedback_at = {p}, feedback_seq = {p} "
-                            f"WHERE request_id = {p} AND item = {p} AND (feedback IS NULL OR feedback <> {p})",
-                            [(int(lbl), now, seq, request_id, item, int(lbl))
-                             for (item, _), lbl in zip(rows, labels, strict=True)])
-        self._transaction(label)
+            cur.executemany(f"UPDATE predictions SET feedback = {p}, feedback_at = {p}, feedback_seq = {p}, "
+                            f"labeller = {p} WHERE request_id = {p} AND item = {p} AND feedback IS NULL",
+                            [(lbl, now, seq, labeller, request_id, item) for item, lbl in new])
+            return []
+        conflicts = self._transaction(label)
+        if conflicts:
+            raise FeedbackConflict(request_id, [(i, old, new) for i, old, new, _ in conflicts])
         return [(digit, int(lbl)) for (_, digit), lbl in zip(rows, labels, strict=True)]
+
+    def add_reward(self, request_id: str, reward: float, labeller: str | None = None) -> None:
+        """Seldon's reward-only feedback (a score for the request, no labels), kept as such."""
+        p = self.ph
+        self._tx([(f"INSERT INTO rewards (at, request_id, reward, labeller) VALUES ({p}, {p}, {p}, {p})",
+                   [(time.time(), request_id, float(reward), labeller)])])
+
+    def conflicts(self) -> list[tuple]:
+        """Refused labels for review: (at, request id, item, recorded, recorded by, sent, sent by)."""
+        return self._query("SELECT at, request_id, item, existing, existing_labeller, proposed, labeller "
+                           "FROM feedback_conflicts ORDER BY at, request_id, item")
+
+    def rewards(self) -> list[tuple]:
+        return self._query("SELECT at, request_id, reward, labeller FROM rewards ORDER BY at")
+
+    def labellers(self, request_id: str) -> list[str | None]:
+        return [r[0] for r in self._query(f"SELECT labeller FROM predictions WHERE request_id = {self.ph} "
+                                          f"ORDER BY item", (request_id,))]
 
     # ---------------------------------------------------------------- reading
     def count(self) -> int:

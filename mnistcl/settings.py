@@ -16,6 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from mnistcl.credentials import local_secret, parse_tokens
+
 
 class ConfigError(ValueError):
     """The configuration file or an environment variable is invalid."""
@@ -111,6 +113,24 @@ class Settings(BaseSettings):
         description="Bearer token the Alertmanager relay requires on every POST (use MNISTCL_RELAY_TOKEN); "
                     "empty: none (the local default, 127.0.0.1 only).",
     )
+    feedback_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="The token this installation's clients (the scenario, `mnistcl feedback`) send with feedback "
+                    "(use MNISTCL_FEEDBACK_TOKEN); empty: the local one, generated once as <home>/secrets/feedback-token.",
+    )
+    feedback_tokens: SecretStr = Field(
+        default=SecretStr(""),
+        description="Who the model server started by `mnistcl serve` takes feedback from: `labeller:token` entries, "
+                    "comma-separated (use MNISTCL_FEEDBACK_TOKENS); the labeller is recorded with each label. "
+                    "Empty: `<feedback_labeller>:<feedback token>`.",
+    )
+    feedback_labeller: str = Field(default="local", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$",
+                                   description="The labeller named by the local feedback token.")
+    predict_tokens: SecretStr = Field(
+        default=SecretStr(""),
+        description="`labeller:token` entries the model server requires on predict (use MNISTCL_PREDICT_TOKENS); "
+                    "empty: predict is open (behind the cluster's gateway). Separate from the feedback tokens.",
+    )
     retention: Retention = Field(default_factory=Retention,
                                  description="Retention ages (MNISTCL_RETENTION__REPORTS_DAYS=7, ...).")
     pushgateway_url: str = Field(
@@ -203,6 +223,19 @@ class Settings(BaseSettings):
     @property
     def monitoring_dir(self) -> Path:
         return self.home_dir / "monitoring"
+
+    def feedback_token_value(self) -> str:
+        """The feedback token clients send (generated into the home on first use)."""
+        return self.feedback_token.get_secret_value() or local_secret(self.home_dir, "feedback-token")
+
+    def feedback_tokens_value(self) -> str:
+        """The token list the model server is started with."""
+        return self.feedback_tokens.get_secret_value() or f"{self.feedback_labeller}:{self.feedback_token_value()}"
+
+    def predict_token_value(self) -> str | None:
+        """The token clients send with predict: the first of ``predict_tokens`` (None: open)."""
+        tokens = parse_tokens(self.predict_tokens.get_secret_value(), what="MNISTCL_PREDICT_TOKENS")
+        return next(iter(tokens), None)
 
     @property
     def prefect_api(self) -> str | None:

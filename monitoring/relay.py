@@ -15,7 +15,8 @@ retries. Whoever can reach the relay could otherwise start retrainings, so:
   every POST carries ``Authorization: Bearer <token>`` (Alertmanager's ``http_config.authorization``)
   or gets a 401;
 - the body needs a ``Content-Length`` of 0 to ``MAX_BODY`` bytes (411 / 400 / 413 otherwise);
-- a connection idle for ``SOCKET_TIMEOUT_S`` is closed (no slow client holds a thread);
+- a connection idle for ``SOCKET_TIMEOUT_S`` is closed, and at most ``MAX_CONNECTIONS`` are served
+  at once (slow clients cannot make it start threads without end);
 - event names are allow-listed: a ``prefect_event`` label must be one the monitoring raises
   (``EVENTS``), and an alert without one becomes ``mnistcl.alert.<alertname>`` only for a plain
   alert name (letters, digits, ``_``; deployments trigger on none of those).
@@ -30,6 +31,7 @@ import json
 import logging
 import os
 import re
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 MAX_BODY = 1_000_000
 TOKEN_ENV = "MNISTCL_RELAY_TOKEN"
 SOCKET_TIMEOUT_S = 10
+MAX_CONNECTIONS = 32
 #: The events an alert may name (what the monitoring raises and prefect.yaml's triggers expect).
 EVENTS = frozenset({"mnistcl.confidence.low", "mnistcl.drift.detected", "mnistcl.accuracy.low"})
 _ALERT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
@@ -153,9 +156,33 @@ def make_handler(prefect_api: str, events_log: Path | None = None, token: str | 
     return Handler
 
 
+class BoundedServer(ThreadingHTTPServer):
+    """At most ``MAX_CONNECTIONS`` connections served at once; more are closed at once (slow clients
+    cannot make the relay start threads without end)."""
+
+    daemon_threads = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):
+            log.warning("relay: %d connections open, refusing one from %s", MAX_CONNECTIONS, client_address[0])
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 def make_server(host: str, port: int, prefect_api: str, events_log: Path | None = None,
                 token: str | None = None) -> ThreadingHTTPServer:
-    return ThreadingHTTPServer((host, port), make_handler(prefect_api, events_log, token))
+    return BoundedServer((host, port), make_handler(prefect_api, events_log, token))
 
 
 def serve(host: str, port: int, prefect_api: str, events_log: Path | None = None, token: str | None = None) -> None:

@@ -14,6 +14,7 @@ max_{i<T} R[i][j] - R[T][j] (Lopez-Paz & Ranzato 2017; Chaudhry et al. 2018).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from dataclasses import dataclass, field, replace
@@ -179,6 +180,7 @@ def run_scenario(settings, sc: Scenario, out_dir: Path, *, orchestrator: str = "
                 raise RuntimeError(f"the Prefect server did not start; see {out_dir / 'prefect-server.log'}")
             orch.create_pools(prefect_api, phome, kubernetes=False)
             orch.deploy(prefect_api, phome, ["retrain", "judge"])
+            os.environ["PREFECT_API_AUTH_STRING"] = orch.auth_string(phome)  # this process's client too
             run = run.model_copy(update={"prefect_api_url": prefect_api})
             # The retrain flow runs the worker starts read this run's settings from the environment.
             env = {"MNISTCL_HOME": str(run.home), "MNISTCL_STORAGE_URL": run.storage_url,
@@ -190,7 +192,8 @@ def run_scenario(settings, sc: Scenario, out_dir: Path, *, orchestrator: str = "
                 "worker on mnistcl-local")
         sport = launch.free_port()
         procs.append(launch.start(run.store_url, run.predictions_db_path, cache / "server", out_dir / "server.log",
-                                  port=sport, metrics_port=launch.free_port(), poll_s=0.5))
+                                  port=sport, metrics_port=launch.free_port(), poll_s=0.5,
+                                  feedback_tokens=run.feedback_tokens_value()))
         url = f"http://127.0.0.1:{sport}"
         log(f"model server {url} serving {static_version}")
         result = _stream(run, sc, cohorts, static, static_version, url, prefect_api, out_dir, log)
@@ -210,7 +213,7 @@ def _stream(run, sc, cohorts, static, static_version, url, prefect_api, out_dir,
     seen_runs: set[str] = set()  # retrain and judge flow runs already waited for
     judgements: list[dict] = []
     rng = np.random.default_rng(sc.seed + 1)
-    server = ModelServer(url, timeout=60)
+    server = ModelServer(url, timeout=60, feedback_token=run.feedback_token_value())
     windows: list[dict] = []
     events: list[dict] = []
     R, R_static = [], []

@@ -2,7 +2,7 @@
 main environment (the CLI's predict and smoke, the scenario's traffic). The server itself never
 imports this module.
 
-    with ModelServer("http://127.0.0.1:9000") as server:
+    with ModelServer("http://127.0.0.1:9000", feedback_token=settings.feedback_token_value()) as server:
         tags = server.predict(images)          # uint8 (n, 28, 28) -> digits, confidence, request_id, ...
         server.feedback(tags["request_id"], [7, 3])
 """
@@ -28,9 +28,11 @@ class ServerError(Exception):
 
 
 class ModelServer:
-    def __init__(self, url: str, timeout: float = 30.0):
+    def __init__(self, url: str, timeout: float = 30.0, *, feedback_token: str | None = None,
+                 predict_token: str | None = None):
         self.url = url.rstrip("/")
         self.http = httpx.Client(timeout=timeout)
+        self.tokens = {PREDICT: predict_token, FEEDBACK: feedback_token}
 
     def __enter__(self) -> ModelServer:
         return self
@@ -42,7 +44,8 @@ class ModelServer:
         self.http.close()
 
     def _post(self, path: str, body: dict) -> dict[str, Any]:
-        r = self.http.post(self.url + path, json=body)
+        token = self.tokens.get(path)
+        r = self.http.post(self.url + path, json=body, headers={"Authorization": f"Bearer {token}"} if token else None)
         if r.status_code != 200:
             raise ServerError(r.status_code, r.text)
         return r.json()

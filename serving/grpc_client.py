@@ -2,6 +2,7 @@
 
   python -m serving.grpc_client 127.0.0.1:5000 predict images.npy          # prints the response as JSON
   python -m serving.grpc_client 127.0.0.1:5000 feedback REQUEST_ID 3 1 4   # true labels for a prediction
+                                                                          # (token: $MNISTCL_FEEDBACK_TOKEN)
   python -m serving.grpc_client 127.0.0.1:5000 load images.npy --seconds 10 --concurrency 8
 
 Images are sent as a Seldon ``tensor`` (float64 values, shape (n, 28, 28), 0-255 or 0-1).
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -84,7 +86,9 @@ def main(argv=None) -> None:
             fb = prediction_pb2.Feedback()
             fb.request.meta.tags["request_id"].string_value = args.request_id
             fb.truth.data.ndarray.extend(args.labels)
-            out = to_json(stub(args.target).SendFeedback(fb, timeout=30))
+            token = os.environ.get("MNISTCL_FEEDBACK_TOKEN")
+            out = to_json(stub(args.target).SendFeedback(
+                fb, timeout=30, metadata=[("authorization", f"Bearer {token}")] if token else None))
         else:
             out = load(args.target, np.load(args.images), args.seconds, args.concurrency)
     except grpc.RpcError as exc:

@@ -11,6 +11,10 @@ Configured by environment variables (this runs in its own container / environmen
   MNISTCL_SERVE_MAX_IMAGES images per request (default 64)
   MNISTCL_SERVE_POLL_S     how often to check the alias for a new model (default 2 s)
   MNISTCL_MODEL_CACHE      where verified ONNX files are cached (default ./model-cache)
+  MNISTCL_FEEDBACK_TOKENS  who may send feedback: ``labeller:token`` entries (comma or newline separated;
+                           or a file named by MNISTCL_FEEDBACK_TOKENS_FILE). None: feedback is refused
+  MNISTCL_PREDICT_TOKENS   the same for predict (empty: predict is open). The two lists are separate: a
+                           feedback token does not open predict, nor the reverse
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
+from mnistcl.credentials import parse_tokens, who
 from mnistcl.onnx_utils import OnnxModel
-from mnistcl.predlog import LogUnavailable, PredictionLog
+from mnistcl.predlog import FeedbackConflict, LogUnavailable, PredictionLog
 from mnistcl.registry import Registry
 from mnistcl.storage import open_storage
+from serving.edge import CALLER
 from serving.payload import PayloadError, parse
 
 log = logging.getLogger(__name__)
@@ -62,6 +68,8 @@ class MnistModel:
         self._pending: list[tuple[str, list[dict]]] = []
         self._pending_lock = threading.Lock()
         self.flush_s = float(os.environ.get("MNISTCL_METRICS_FLUSH_S", "0.5"))
+        self.feedback_tokens = _tokens("MNISTCL_FEEDBACK_TOKENS")
+        self.predict_tokens = _tokens("MNISTCL_PREDICT_TOKENS")
 
     # ---------------------------------------------------------------- lifecycle
     def _registry(self):
@@ -152,6 +160,10 @@ class MnistModel:
         if self.model is None:
             self.load()
         is_proto = not isinstance(request, dict) and hasattr(request, "DESCRIPTOR")
+        if self.predict_tokens and who(self.predict_tokens, getattr(CALLER, "token", None)) is None:
+            self._log_rejected("predict", "no valid predict token")
+            self._record("predict", "unauthorized", started)
+            raise refused(401, "predict needs a predict token (Authorization: Bearer <token>)")
         try:
             if is_proto:
                 request = proto_to_request(request)
@@ -164,8 +176,9 @@ class MnistModel:
         probs = model.predict(images)
         shadowed = [(shadow.version, shadow.predict(images))] if shadow and shadow.version != model.version else None
         request_id = uuid.uuid4().hex
+        puid = _puid(request)
         try:
-            self.predlog.log_predictions(request_id, model.version, kind, images, probs, shadow=shadowed)
+            self.predlog.log_predictions(request_id, model.version, kind, images, probs, shadow=shadowed, puid=puid)
         except LogUnavailable as exc:  # nothing is answered that the log does not hold
             self._record("predict", "error", started)
             raise unavailable(f"{exc}; the prediction was not served, retry later") from None
@@ -181,6 +194,7 @@ class MnistModel:
         response = {
             "data": {"names": [str(d) for d in range(10)], "ndarray": probs.round(6).tolist()},
             "meta": {
+                "puid": puid or request_id,
                 "tags": {
                     "request_id": request_id,
                     "model_version": model.version,
@@ -211,33 +225,53 @@ class MnistModel:
         return out
 
     def send_feedback_raw(self, feedback):
-        """Feedback: ``{"request": {"meta": {"tags": {"request_id": ...}}}, "truth": {"data": {"ndarray": [labels]}}}``."""
-        from seldon_core.utils import feedback_to_json
+        """Feedback, as Seldon defines it: ``{"request": ..., "response": ..., "truth": {"data":
+        {"ndarray": [labels]}}, "reward": r}``. The request is found by ``meta.tags.request_id`` in
+        the request or the response (our answers carry it), else by Seldon's ``meta.puid``. Labels
+        are written once (a different second label: 409, kept for review); feedback without a
+        truth is a reward, recorded as such. Every feedback needs a feedback token: from the
+        call's credentials (serving/edge.py) or, for clients that cannot set headers (SeldonClient's
+        feedback), ``truth.meta.tags.feedback_token`` / ``request.meta.tags.feedback_token``."""
+        from seldon_core.utils import json_to_seldon_message
 
         started = time.perf_counter()
         if self.model is None:
             self.load()
-        fb = feedback if isinstance(feedback, dict) else feedback_to_json(feedback)
+        fb = feedback if isinstance(feedback, dict) else _feedback_parts(feedback)
         try:
-            tags = ((fb.get("request") or {}).get("meta") or {}).get("tags") or {}
-            request_id = tags.get("request_id") or (fb.get("request") or {}).get("meta", {}).get("puid")
-            if not request_id:
-                raise PayloadError("feedback needs request.meta.tags.request_id (from the prediction's response)")
-            truth = ((fb.get("truth") or {}).get("data") or {}).get("ndarray")
-            if truth is None:
-                raise PayloadError("feedback needs truth.data.ndarray with the true label(s)")
-            labels = np.asarray(truth, dtype=np.float64).reshape(-1)
-            if labels.size == 0 or not np.all(np.isin(labels, np.arange(10))):
-                raise PayloadError(f"truth labels must be whole numbers 0-9, got {truth}")
-            pairs = self.predlog.add_feedback(str(request_id), [int(v) for v in labels])
+            labeller = self._labeller(fb)
+            request_id = self.predlog.find_request(*_feedback_ids(fb))
+            if request_id is None:
+                ids = [i for i in _feedback_ids(fb) if i]
+                raise KeyError(f"no prediction with request id {ids[0]!r}" if ids else
+                               "feedback needs the prediction's request id: request.meta.tags.request_id or the "
+                               "response's meta.tags.request_id / meta.puid")
+            labels = _truth(fb)
+            if labels is None:  # reward-only feedback (Seldon's reward, no labels)
+                reward = fb.get("reward", 0.0)
+                if not isinstance(reward, (int, float)) or isinstance(reward, bool) or not np.isfinite(reward):
+                    raise PayloadError(f"reward must be a finite number, got {reward!r}")
+                self.predlog.add_reward(request_id, float(reward), labeller)
+                self._record("feedback", "reward", started)
+                return json_to_seldon_message({"meta": {"tags": {"request_id": request_id, "reward": float(reward),
+                                                                 "labelled": 0}}})
+            pairs = self.predlog.add_feedback(request_id, labels, labeller)
         except LogUnavailable as exc:
             self._record("feedback", "error", started)
             raise unavailable(f"{exc}; the feedback was not recorded, send it again later") from None
-        except (PayloadError, KeyError, ValueError) as exc:
+        except Refused as exc:
+            self._log_rejected("feedback", exc.message)
+            self._record("feedback", "unauthorized", started)
+            raise refused(exc.status, exc.message) from None
+        except FeedbackConflict as exc:
             self._log_rejected("feedback", str(exc))
+            self._record("feedback", "conflict", started)
+            raise refused(409, f"conflict: {exc}") from None
+        except (PayloadError, KeyError, ValueError) as exc:
+            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            self._log_rejected("feedback", msg)
             self._record("feedback", "rejected", started)
-            raise bad_request(f"bad feedback: {exc}") from None
-        from seldon_core.utils import json_to_seldon_message
+            raise bad_request(f"bad feedback: {msg}") from None
 
         correct = sum(p == t for p, t in pairs)
         tags = {"registry_version": self.model.version}
@@ -246,7 +280,24 @@ class MnistModel:
             {"type": "COUNTER", "key": "mnist_feedback_correct_total", "value": correct, "tags": dict(tags)}])
         # The wrapper's feedback route expects a SeldonMessage proto back.
         return json_to_seldon_message({"data": {"ndarray": [[correct, len(pairs)]]},
-                "meta": {"tags": {"request_id": str(request_id), "correct": correct, "labelled": len(pairs)}}})
+                "meta": {"tags": {"request_id": request_id, "correct": correct, "labelled": len(pairs),
+                                  "labeller": labeller}}})
+
+    def _labeller(self, fb: dict) -> str:
+        """Who sends this feedback: the holder of the token presented (Refused without one)."""
+        if not self.feedback_tokens:
+            raise Refused(403, "feedback is closed: the server has no feedback tokens (MNISTCL_FEEDBACK_TOKENS)")
+        presented = [getattr(CALLER, "token", None)] + [
+            _tags(fb.get(part)).get("feedback_token") for part in ("truth", "request")]
+        presented = [t for t in presented if isinstance(t, str) and t]
+        if not presented:
+            raise Refused(401, "feedback needs a feedback token (Authorization: Bearer <token>, or "
+                               "truth.meta.tags.feedback_token)")
+        for token in presented:  # a gateway's own Authorization header must not hide the message's token
+            name = who(self.feedback_tokens, token)
+            if name is not None:
+                return name
+        raise Refused(403, "the feedback token is not valid")
 
     def _log_rejected(self, endpoint: str, reason: str) -> None:
         """Keep a rejected payload's reason; with the log down the client still gets its 400."""
@@ -271,6 +322,90 @@ class MnistModel:
                 "platform": "onnxruntime",
                 "inputs": [{"messagetype": "ndarray", "schema": {"shape": [28, 28]}}],
                 "outputs": [{"messagetype": "ndarray", "schema": {"shape": [10]}}]}
+
+
+class Refused(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _tokens(env: str) -> dict[str, str]:
+    """A token list from ``env`` or the file named by ``env``_FILE ({} when neither is set)."""
+    path = os.environ.get(f"{env}_FILE")
+    text = Path(path).read_text() if path else os.environ.get(env, "")
+    return parse_tokens(text, what=f"{env}_FILE ({path})" if path else env)
+
+
+def _feedback_parts(feedback) -> dict:
+    """A gRPC Feedback as the dict send_feedback_raw reads: the request's and response's meta only,
+    the truth and the reward (the request's images are never converted)."""
+    from google.protobuf import json_format
+
+    out: dict = {"reward": feedback.reward}
+    for part in ("request", "response"):
+        msg = getattr(feedback, part)
+        if msg.HasField("meta"):
+            out[part] = {"meta": json_format.MessageToDict(msg.meta)}
+    if feedback.HasField("truth"):
+        out["truth"] = json_format.MessageToDict(feedback.truth)
+    return out
+
+
+def _tags(message) -> dict:
+    meta = message.get("meta") if isinstance(message, dict) else None
+    tags = meta.get("tags") if isinstance(meta, dict) else None
+    return tags if isinstance(tags, dict) else {}
+
+
+def _puid(request: dict) -> str | None:
+    meta = request.get("meta")
+    puid = meta.get("puid") if isinstance(meta, dict) else None
+    return str(puid)[:128] if isinstance(puid, str) and puid else None
+
+
+def _feedback_ids(fb: dict) -> tuple[str | None, str | None]:
+    """(request id, puid) named by a feedback: the request's tags, then the response's, then the puids."""
+    rid = _tags(fb.get("request")).get("request_id") or _tags(fb.get("response")).get("request_id")
+    puid = None
+    for part in ("response", "request"):
+        meta = (fb.get(part) or {}).get("meta") if isinstance(fb.get(part), dict) else None
+        if isinstance(meta, dict) and isinstance(meta.get("puid"), str) and meta["puid"]:
+            puid = meta["puid"]
+            break
+    return (str(rid) if isinstance(rid, (str, int)) and rid != "" else None), puid
+
+
+def _truth(fb: dict) -> list[int] | None:
+    """The true labels (truth.data.ndarray, or a tensor's values), or None for reward-only feedback."""
+    truth = fb.get("truth")
+    if truth is None or truth == {}:
+        return None
+    data = truth.get("data") if isinstance(truth, dict) else None
+    if not isinstance(data, dict):
+        raise PayloadError("truth must be {\"data\": {\"ndarray\": [labels]}}")
+    raw = data.get("ndarray")
+    if raw is None and isinstance(data.get("tensor"), dict):
+        raw = data["tensor"].get("values")
+    if not isinstance(raw, list):
+        raise PayloadError("truth needs data.ndarray (or data.tensor.values) with the true label(s)")
+    try:
+        labels = np.asarray(raw, dtype=np.float64).reshape(-1)
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        raise PayloadError(f"truth labels must be whole numbers 0-9, got {str(raw)[:100]}") from None
+    if labels.size == 0 or labels.size > 4096 or not np.all(np.isin(labels, np.arange(10))):
+        raise PayloadError(f"truth labels must be whole numbers 0-9, got {str(raw)[:100]}")
+    return [int(v) for v in labels]
+
+
+def refused(status: int, message: str) -> Exception:
+    """Seldon's exception with a 401, 403 or 409 (REST status; gRPC puts the message in the details)."""
+    from seldon_core.flask_utils import SeldonMicroserviceException
+
+    exc = SeldonMicroserviceException(message, status_code=status,
+                                      reason="MICROSERVICE_CONFLICT" if status == 409 else "MICROSERVICE_UNAUTHORIZED")
+    exc.args = (message,)
+    return exc
 
 
 def bad_request(message: str) -> Exception:

@@ -20,7 +20,10 @@ import re
 
 import numpy as np
 
-from mnistcl.images import IMAGE_SHAPE, N_PIXELS, ImageError, decode_png
+from mnistcl.images import IMAGE_SHAPE, MAX_PNG_BYTES, N_PIXELS, ImageError, decode_png
+
+#: The longest base64 text taken for one PNG (checked before decoding it).
+MAX_B64_CHARS = 4 * (MAX_PNG_BYTES // 3 + 1)
 
 
 class PayloadError(ValueError):
@@ -28,6 +31,8 @@ class PayloadError(ValueError):
 
 
 def _b64(text: str, what: str) -> bytes:
+    if len(text) > MAX_B64_CHARS:
+        raise PayloadError(f"{what}: {len(text):,} base64 characters; one 28x28 PNG is at most {MAX_B64_CHARS:,}")
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -44,10 +49,15 @@ def parse(request: dict, *, max_images: int) -> tuple[np.ndarray, str]:
     if len(kinds) > 1:
         raise PayloadError(f"give exactly one of data, binData, strData, jsonData (got {', '.join(kinds)})")
     kind = kinds[0]
+    meta = request.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        raise PayloadError(f"meta must be an object, not {type(meta).__name__}")
+    if meta and meta.get("tags") is not None and not isinstance(meta["tags"], dict):
+        raise PayloadError("meta.tags must be an object")
     if kind == "data":
-        images = _from_data(request["data"], request.get("meta") or {})
+        images = _from_data(request["data"], meta or {}, max_images)
     else:
-        pngs = _png_list(kind, request[kind])
+        pngs = _png_list(kind, request[kind], max_images)
         if not pngs:
             raise PayloadError(f"{kind}: no image given")
         if len(pngs) > max_images:
@@ -61,7 +71,7 @@ def parse(request: dict, *, max_images: int) -> tuple[np.ndarray, str]:
     return images, kind
 
 
-def _png_list(kind: str, value) -> list[bytes]:
+def _png_list(kind: str, value, max_images: int) -> list[bytes]:
     if kind == "binData":
         if not isinstance(value, str):
             raise PayloadError("binData must be a base64 string")
@@ -70,9 +80,13 @@ def _png_list(kind: str, value) -> list[bytes]:
         if not isinstance(value, str):
             raise PayloadError("strData must be a string of base64 PNGs")
         parts = [p for p in re.split(r"[\s,]+", value.strip()) if p]
+        if len(parts) > max_images:
+            raise PayloadError(f"strData: {len(parts)} images in one request; the limit is {max_images}")
         return [_b64(p, f"strData image {i}") for i, p in enumerate(parts)]
     if not isinstance(value, dict) or not isinstance(value.get("png"), list):
         raise PayloadError('jsonData must be {"png": ["<base64 PNG>", ...]}')
+    if len(value["png"]) > max_images:
+        raise PayloadError(f"jsonData: {len(value['png'])} images in one request; the limit is {max_images}")
     return [_b64(p, f"jsonData.png[{i}]") if isinstance(p, str) else _bad(f"jsonData.png[{i}] is not a string")
             for i, p in enumerate(value["png"])]
 
@@ -81,27 +95,57 @@ def _bad(msg):
     raise PayloadError(msg)
 
 
-def _from_data(data, meta: dict) -> np.ndarray:
+def _tensor(t, max_images: int) -> np.ndarray:
+    """A Seldon tensor, strictly: shape a list of 1-3 positive whole numbers whose product is the
+    number of values (no -1 to infer, no zero, no floats or booleans), values a flat numeric list."""
+    if not isinstance(t, dict) or "shape" not in t or "values" not in t:
+        raise PayloadError("data.tensor needs shape and values")
+    shape, values = t["shape"], t["values"]
+    if not isinstance(shape, list) or not 1 <= len(shape) <= 3 or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+        raise PayloadError(f"data.tensor.shape must be 1 to 3 positive whole numbers, got {str(shape)[:100]}")
+    n = 1
+    for d in shape:
+        n *= d
+    if n > max_images * N_PIXELS:
+        raise PayloadError(f"data.tensor.shape {shape} holds {n:,} values; the limit is {max_images} images of {N_PIXELS}")
+    if isinstance(values, np.ndarray):  # from gRPC, already numbers
+        flat = values.astype(np.float64, copy=False).reshape(-1)
+    elif isinstance(values, list):
+        try:
+            flat = np.asarray(values, dtype=np.float64)
+        except (ValueError, TypeError, OverflowError, RecursionError):
+            raise PayloadError("data.tensor.values must be a flat list of numbers") from None
+        if flat.ndim != 1:
+            raise PayloadError("data.tensor.values must be a flat list of numbers")
+    else:
+        raise PayloadError(f"data.tensor.values must be a list, not {type(values).__name__}")
+    if flat.size != n:
+        raise PayloadError(f"data.tensor: {flat.size} values do not fit shape {shape} ({n} values)")
+    return flat.reshape(shape)
+
+
+def _from_data(data, meta: dict, max_images: int) -> np.ndarray:
     if not isinstance(data, dict):
         raise PayloadError("data must be an object with ndarray or tensor")
+    if "ndarray" in data and "tensor" in data:
+        raise PayloadError("data: give ndarray or tensor, not both")
     if "ndarray" in data:
         raw = data["ndarray"]
+        if not isinstance(raw, list):
+            raise PayloadError(f"data.ndarray must be a list of rows, not {type(raw).__name__}")
         try:
             arr = np.asarray(raw, dtype=np.float64)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError, RecursionError):
             raise PayloadError("data.ndarray: not a numeric array of equal-length rows") from None
     elif "tensor" in data:
-        t = data["tensor"]
-        if not isinstance(t, dict) or "shape" not in t or "values" not in t:
-            raise PayloadError("data.tensor needs shape and values")
-        try:
-            arr = np.asarray(t["values"], dtype=np.float64).reshape([int(s) for s in t["shape"]])
-        except (ValueError, TypeError) as exc:
-            raise PayloadError(f"data.tensor: values do not fit shape {t.get('shape')} ({exc})") from None
+        arr = _tensor(data["tensor"], max_images)
     else:
         raise PayloadError(f"data must hold ndarray or tensor (got {', '.join(map(str, data)) or 'nothing'})")
     if arr.size == 0:
         raise PayloadError("data: empty array")
+    if arr.size > max_images * N_PIXELS:
+        raise PayloadError(f"data: {arr.size:,} values; the limit is {max_images} images of {N_PIXELS}")
     if arr.ndim == 1 and arr.shape[0] == N_PIXELS or arr.shape == IMAGE_SHAPE:
         arr = arr.reshape(1, *IMAGE_SHAPE)
     elif arr.ndim == 2 and arr.shape[1] == N_PIXELS:

@@ -18,30 +18,8 @@ import multiprocessing as mp
 import os
 from functools import partial
 
+from serving import edge
 from serving.model import MnistModel
-
-
-def _json_errors(app, max_bytes: int) -> None:
-    """Every client error is a 400 with a JSON message naming the problem (never a 500)."""
-    from flask import jsonify
-    from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
-
-    def reply(message: str, status: int = 400):
-        resp = jsonify({"status": {"status": 1, "info": message, "code": -1, "reason": "MICROSERVICE_BAD_DATA"}})
-        resp.status_code = status
-        return resp
-
-    @app.errorhandler(RequestEntityTooLarge)
-    def too_large(e):
-        return reply(f"bad request: payload larger than the {max_bytes:,}-byte limit")
-
-    @app.errorhandler(HTTPException)
-    def http_error(e):
-        if e.code and 400 <= e.code < 500:
-            return reply(f"bad request: {e.description or e.name} (expected a JSON body)")
-        return reply(f"{e.name}: {e.description}", e.code or 500)
-
-    app.config["MAX_CONTENT_LENGTH"] = max_bytes
 
 
 def atomic_metrics(worker_id_func=os.getpid):
@@ -65,27 +43,55 @@ def atomic_metrics(worker_id_func=os.getpid):
             with self._update_lock:
                 super().update(custom_metrics, method)
 
+        def update_reward(self, reward):
+            """Off: the wrapper calls it with whatever reward a feedback carries, before the model
+            has checked its token (a NaN poisoned the counter for good). Rewards that pass the
+            checks are in the prediction log's rewards table."""
+            return None
+
     return AtomicSeldonMetrics(worker_id_func=worker_id_func)
 
 
-def build_apps(user_object, max_bytes: int):
+def build_apps(user_object, max_bytes: int, cors_origins: list[str] | None = None):
+    """The wrapper's REST app behind our edge (serving/edge.py), and its metrics app."""
     from seldon_core.wrapper import get_metrics_microservice, get_rest_microservice
 
     seldon_metrics = atomic_metrics()
     app = get_rest_microservice(user_object, seldon_metrics)
-    _json_errors(app, max_bytes)
-    return app, get_metrics_microservice(seldon_metrics), seldon_metrics
+    edge.install(app, max_bytes=max_bytes, cors_origins=cors_origins)
+    metrics_app = get_metrics_microservice(seldon_metrics)
+    edge.install(metrics_app, max_bytes=max_bytes)  # CORS off there too
+    return app, metrics_app, seldon_metrics
+
+
+def grpc_server(user_object, seldon_metrics, threads: int, max_bytes: int):
+    """Seldon's gRPC services Model and Seldon (Predict, SendFeedback; what the wrapper's
+    get_grpc_server registers for a model, and what SeldonClient calls), with the edge's servicer
+    (credentials from the call's metadata) and messages limited to ``max_bytes``."""
+    from concurrent import futures
+
+    import grpc
+    from grpc_reflection.v1alpha import reflection
+    from seldon_core.proto import prediction_pb2, prediction_pb2_grpc
+
+    servicer = edge.grpc_servicer(user_object, seldon_metrics)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads),
+                         options=[("grpc.so_reuseport", 1), ("grpc.max_send_message_length", max_bytes),
+                                  ("grpc.max_receive_message_length", max_bytes)])
+    prediction_pb2_grpc.add_ModelServicer_to_server(servicer, server)
+    prediction_pb2_grpc.add_SeldonServicer_to_server(servicer, server)
+    reflection.enable_server_reflection(
+        (*(prediction_pb2.DESCRIPTOR.services_by_name[s].full_name for s in ("Model", "Seldon")),
+         reflection.SERVICE_NAME), server)
+    return server
 
 
 def run_grpc(host: str, port: int, threads: int, seldon_metrics, max_bytes: int) -> None:
-    """The wrapper's gRPC server (get_grpc_server) for a fresh MnistModel, bound to host:port."""
-    from seldon_core.wrapper import get_grpc_server
-
+    """The gRPC server for a fresh MnistModel, bound to host:port."""
     user_object = MnistModel()
     user_object.seldon_metrics = seldon_metrics
     user_object.load()
-    server = get_grpc_server(user_object, seldon_metrics, num_threads=threads,
-                             annotations={"seldon.io/grpc-max-message-size": str(max_bytes)})
+    server = grpc_server(user_object, seldon_metrics, threads, max_bytes)
     server.add_insecure_port(f"{host}:{port}")
     server.start()
     server.wait_for_termination()
@@ -101,9 +107,16 @@ def main(argv=None) -> None:
     ap.add_argument("--grpc-port", type=int, default=0, help="also serve Seldon's gRPC API here (0: off)")
     ap.add_argument("--grpc-threads", type=int, default=8)
     ap.add_argument("--max-bytes", type=int, default=2_000_000, help="largest request body accepted")
+    ap.add_argument("--cors-origin", action="append", default=[],
+                    help="allow browsers on this origin to call predict and feedback (repeatable; default: none)")
     ap.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level)
+    # Behind the header check in mnistcl/images.py: Pillow itself refuses anything over a few digits'
+    # worth of pixels in this process (DecompressionBombError above twice this).
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = 64 * 28 * 28
 
     from seldon_core.gunicorn_utils import (
         StandaloneApplication,
@@ -114,7 +127,7 @@ def main(argv=None) -> None:
 
 
     user_object = MnistModel()
-    app, metrics_app, seldon_metrics = build_apps(user_object, args.max_bytes)
+    app, metrics_app, seldon_metrics = build_apps(user_object, args.max_bytes, args.cors_origin)
     user_object.seldon_metrics = seldon_metrics  # the component records request metrics itself
     # No control socket: gunicorn 23+ would put one per server in ~/.gunicorn, shared by every server.
     common = {"loglevel": args.log_level.lower(), "post_worker_init": post_worker_init, "keepalive": 2,

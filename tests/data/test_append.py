@@ -99,7 +99,7 @@ BAD = {
     "cols": (_raw("c.csv", b"1,2,3\n"), "785"),
     "emptycsv": (_raw("e.csv", b""), "empty CSV"),
     "bincsv": (_raw("b.csv", b"\xff\xfe\x00garbage"), "CSV"),
-    "brokenpng": (_broken_png_folder, "not a readable image"),
+    "brokenpng": (_broken_png_folder, "not a PNG"),
     "nolabel": (_unlabelled_png_folder, "cannot tell its label"),
     "txt": (_raw("x.txt", b"hi"), "unsupported file type"),
 }

@@ -104,3 +104,52 @@ def test_a_log_from_before_feedback_numbers_is_numbered_in_order(tmp_path, mnist
     assert log.baseline("feedback_seq") == 2 and log.baseline("seq") == 3
     store = DatasetStore(LocalStorage(tmp_path / "s"))
     assert store.feedback_watermark(log.identity(), log.baseline("feedback_seq")) == 2
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_feedback_is_written_once_and_conflicts_are_kept(tmp_path, mnist_small, backend, request):
+    """A label is written once: the same labels again change nothing, different ones refuse the
+    whole feedback (nothing applied) and are kept with who sent them; rewards are their own rows;
+    a request is found by Seldon's puid too. On PostgreSQL, two different labels sent at the same
+    moment: exactly one wins, the other is a conflict."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mnistcl.predlog import FeedbackConflict
+
+    location = request.getfixturevalue("pg_database") if backend == "postgresql" else tmp_path / "p.db"
+    log = PredictionLog(location)
+    x, y = mnist_small["test"]
+    probs = np.full((2, 10), 0.1)
+    log.log_predictions("r1", "m1", "ndarray", x[:2] / 255.0, probs, puid="seldon-puid-1")
+    assert log.find_request("r1") == log.find_request(None, "seldon-puid-1") == log.find_request("zz", "r1") == "r1"
+    assert log.find_request("nope", "nope") is None
+    log.add_feedback("r1", [3, 4], labeller="alice")
+    _, labels, last, _ = log.labelled_after(0)
+    assert labels.tolist() == [3, 4] and log.labellers("r1") == ["alice", "alice"]
+    log.add_feedback("r1", [3, 4], labeller="bob")  # the same labels: nothing changes, no new number
+    assert len(log.labelled_after(last)[1]) == 0 and log.labellers("r1") == ["alice", "alice"]
+    with pytest.raises(FeedbackConflict, match="written once"):
+        log.add_feedback("r1", [3, 9], labeller="mallory")
+    assert log.labelled_after(0)[1].tolist() == [3, 4]
+    assert [(r[1], r[2], r[3], r[4], r[5], r[6]) for r in log.conflicts()] == [("r1", 1, 4, "alice", 9, "mallory")]
+    log.add_reward("r1", 0.5, labeller="alice")
+    assert [(r[1], r[2], r[3]) for r in log.rewards()] == [("r1", 0.5, "alice")]
+
+    if backend == "postgresql":
+        log.log_predictions("r2", "m1", "ndarray", x[:1] / 255.0, probs[:1])
+        outcomes = []
+
+        def send(label):
+            try:
+                PredictionLog(location).add_feedback("r2", [label], labeller=f"l{label}")
+                outcomes.append("ok")
+            except FeedbackConflict:
+                outcomes.append("conflict")
+        for _ in range(3):
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(send, [1, 2, 1, 2, 1, 2, 1, 2]))
+        final = log.labelled_after(0)
+        assert len(final[1]) == 3  # r1's two and r2's one: never relabelled
+        winner = [r for r in log.read() if r["request_id"] == "r2"][0]["feedback"]
+        assert outcomes.count("conflict") == 12 and outcomes.count("ok") == 12, outcomes
+        assert winner in (1, 2)

@@ -417,3 +417,82 @@ def test_serving_image_copies_every_module_the_server_imports():
     copied = {w.split("/")[-1] for line in dockerfile.splitlines() if line.startswith("COPY mnistcl/")
               for w in line.split()[1:-1]}
     assert imported and imported <= copied, imported - copied
+
+
+def _istio_match(pattern: str, value: str) -> bool:
+    """Istio's string match for principals and paths: exact, prefix `abc*`, suffix `*abc`, presence `*`
+    (istio.io, reference/config/security/authorization-policy)."""
+    if pattern == "*":
+        return bool(value)
+    if pattern.endswith("*"):
+        return value.startswith(pattern[:-1])
+    if pattern.startswith("*"):
+        return value.endswith(pattern[1:])
+    return value == pattern
+
+
+def _denied(policy: dict, principal: str, path: str, method: str = "POST") -> bool:
+    """Whether a DENY policy refuses a request (a rule matches when all its fields match; a field
+    with several entries when one matches; not* fields when none matches)."""
+    assert policy["spec"]["action"] == "DENY"
+
+    def operation(op: dict) -> bool:
+        return (("paths" not in op or any(_istio_match(p, path.split("?")[0]) for p in op["paths"]))
+                and ("methods" not in op or method in op["methods"]))
+
+    for rule in policy["spec"]["rules"]:
+        src_ok = all(not any(_istio_match(p, principal) for p in f["source"].get("notPrincipals", [])) and
+                     (not f["source"].get("principals") or any(_istio_match(p, principal) for p in f["source"]["principals"]))
+                     for f in rule.get("from", [])) if rule.get("from") else True
+        to_ok = any(operation(t["operation"]) for t in rule.get("to", [])) if rule.get("to") else True
+        if src_ok and to_ok:
+            return True
+    return False
+
+
+def test_feedback_reaches_the_model_servers_only_from_the_labelling_account():
+    """The rendered AuthorizationPolicy selects both predictors' pods and refuses feedback (REST,
+    every route the wrapper serves it on, and gRPC) from anyone but the environment's labelling
+    ServiceAccount, leaving predictions and probes alone; the pods get the feedback tokens from the
+    Secret the runbook documents."""
+    from deployment.deploy import load_env, render
+    from serving.edge import FEEDBACK_ROUTES
+
+    for env in ENVS:
+        docs = rendered(env)
+        (policy,) = [d for d in docs if d["kind"] == "AuthorizationPolicy"]
+        assert policy["apiVersion"] == "security.istio.io/v1" and policy["metadata"]["namespace"] == f"mnist-{env}"
+        account = load_env(env)["feedback_service_account"]
+        assert [d for d in docs if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == account]
+        labeller = f"cluster.local/ns/mnist-{env}/sa/{account}"
+        for challenger in (None, "m2"):  # both predictors carry the label the policy selects
+            (sdep,) = render(env, "m1", challenger)
+            for p in sdep["spec"]["predictors"]:
+                assert policy["spec"]["selector"]["matchLabels"].items() <= p["labels"].items(), p["name"]
+                env_names = {e["name"] for e in p["componentSpecs"][0]["spec"]["containers"][0]["env"]}
+                assert "MNISTCL_FEEDBACK_TOKENS" in env_names
+        others = ["cluster.local/ns/istio-system/sa/istio-ingressgateway", f"cluster.local/ns/mnist-{env}/sa/mnist-serving",
+                  "cluster.local/ns/evil/sa/mnist-labeller", ""]
+        feedback = [*sorted(FEEDBACK_ROUTES), "/api/v1.0/feedback?x=1", "/api/v1.0/feedback/",
+                    "/seldon.protos.Seldon/SendFeedback", "/seldon.protos.Model/SendFeedback"]
+        for path in feedback:
+            assert not _denied(policy, labeller, path), path
+            for who in others:
+                assert _denied(policy, who, path), (who, path)
+        for path in ("/api/v1.0/predictions", "/predict", "/health/status", "/prometheus",
+                     "/seldon.protos.Seldon/Predict"):
+            for who in [labeller, *others]:
+                assert not _denied(policy, who, path), (who, path)
+                assert _denied(policy, who, path, "OPTIONS"), (who, path)  # no CORS preflight succeeds
+        # The sidecar refuses bodies over the server's own limit before Seldon's executor reads them.
+        (limit,) = [d for d in docs if d["kind"] == "EnvoyFilter"]
+        assert limit["spec"]["workloadSelector"]["labels"] == policy["spec"]["selector"]["matchLabels"]
+        (patch,) = limit["spec"]["configPatches"]
+        assert patch["match"]["context"] == "SIDECAR_INBOUND"
+        assert patch["patch"]["value"]["typed_config"]["max_request_bytes"] == int(re.search(
+            r'"--max-bytes", type=int, default=([\d_]+)', (ROOT / "serving/server.py").read_text()).group(1))
+    assert "MNISTCL_FEEDBACK_TOKENS" in (ROOT / "docs/kubernetes.md").read_text()
+    # Policies match the path the sidecar sees; the mesh decodes %2F and merges slashes first, so an
+    # encoded feedback path (`/api/v1.0%2Ffeedback`, which the executor and Flask decode) is matched.
+    istio = (ADDONS / "helm_istio.tf").read_text()
+    assert 'pathNormalization = { normalization = "DECODE_AND_MERGE_SLASHES" }' in istio

@@ -214,9 +214,9 @@ class Traffic:
     """Clients of the real model server: predictions (ndarray), feedback for every other request,
     and a bad payload now and then; counts what the server answered."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, feedback_token: str):
         self.images, self.labels, self.correct, self.served = 0, 0, 0, set()
-        self.server = ModelServer(url)
+        self.server = ModelServer(url, feedback_token=feedback_token)
 
     def play(self, x: np.ndarray, y: np.ndarray, seconds: float, per_request: int = 8) -> None:
         """Send ``x`` evenly over ``seconds`` (light load: a few requests a second). Any answer
@@ -290,7 +290,8 @@ def test_every_panel_query_runs_on_a_real_prometheus(tmp_path, mnist_medium, pus
     cfg = replace(load_config(None), window_images=per_phase, min_images=per_phase)
     port, mport = free_port(), free_port()
     server = launch.start(s.store_url, s.predictions_db_path, tmp_path / "cache", tmp_path / "serve.log",
-                          port=port, metrics_port=mport, threads=4, poll_s=0.5, timeout=90)
+                          port=port, metrics_port=mport, threads=4, poll_s=0.5, timeout=90,
+                          feedback_tokens=s.feedback_tokens_value())
     prom = None
     try:
         prom = Prometheus(tmp_path / "prometheus", {
@@ -300,7 +301,7 @@ def test_every_panel_query_runs_on_a_real_prometheus(tmp_path, mnist_medium, pus
         for job in ("mnist-model-server", "pushgateway"):  # scraped before the first request
             assert prom.wait_for(f'up{{job="{job}"}}', lambda v: v == 1) == 1, prom.query("up")
         started = time.time()
-        traffic = Traffic(f"http://127.0.0.1:{port}")
+        traffic = Traffic(f"http://127.0.0.1:{port}", s.feedback_token_value())
         checks = []
         with ThreadPoolExecutor(1) as monitor:  # each window's check runs while the next phase plays
             for i, (_, images) in enumerate(phases):

@@ -103,10 +103,11 @@ def test_relay_forwards_through_prefects_client_and_answers_502_when_refused(tmp
     alert = {"status": "firing", "alerts": [{"status": "firing", "labels": {
         "alertname": "MnistDrift", "prefect_event": "mnistcl.drift.detected"}}]}
     with FakePrefect(status=prefect_status) as fake:
-        relay = make_server("127.0.0.1", 0, fake.api, events_log=tmp_path / "e.jsonl")
+        relay = make_server("127.0.0.1", 0, fake.api, events_log=tmp_path / "e.jsonl", token="relay-token-0123456789")
         threading.Thread(target=relay.serve_forever, daemon=True).start()
         try:
-            r = httpx.post(f"http://127.0.0.1:{relay.server_address[1]}/", json=alert, timeout=30)
+            r = httpx.post(f"http://127.0.0.1:{relay.server_address[1]}/", json=alert, timeout=30,
+                           headers={"Authorization": "Bearer relay-token-0123456789"})
         finally:
             relay.shutdown()
             relay.server_close()

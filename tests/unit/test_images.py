@@ -41,8 +41,10 @@ def test_rejects_bad_labels(labels, needle):
 def test_png_roundtrip_and_errors():
     img = (np.arange(784).reshape(28, 28) % 256).astype(np.uint8)
     assert np.array_equal(decode_png(encode_png(img)), img)
-    with pytest.raises(ImageError, match="not a readable image"):
+    with pytest.raises(ImageError, match="not a PNG"):
         decode_png(b"\x89PNG\r\n\x1a\nbroken")
+    with pytest.raises(ImageError, match="not a readable image"):
+        decode_png(encode_png(img)[:40])  # a 28x28 header, then nothing
     with pytest.raises(ImageError, match="empty"):
         decode_png(b"")
     import io
@@ -52,3 +54,33 @@ def test_png_roundtrip_and_errors():
     Image.new("L", (32, 32)).save(buf, format="PNG")
     with pytest.raises(ImageError, match="32x32"):
         decode_png(buf.getvalue())
+
+
+def test_images_are_checked_before_they_are_decoded(monkeypatch):
+    """Size in bytes, signature and header dimensions are read before Pillow decodes anything:
+    a 30000x30000 header is refused without one pixel allocated, other formats are refused."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    import mnistcl.images as images
+
+    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)
+    bomb = (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr
+            + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)))
+    assert images.png_size(bomb) == (30000, 30000)
+    opened = []
+    monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(a) or (_ for _ in ()).throw(AssertionError))
+    with pytest.raises(ImageError, match="30000x30000 pixels, expected 28x28"):
+        decode_png(bomb)
+    with pytest.raises(ImageError, match="at most"):
+        decode_png(b"\x89PNG" + b"\0" * images.MAX_PNG_BYTES)
+    assert opened == []
+    monkeypatch.undo()
+    for fmt in ("JPEG", "GIF", "BMP"):
+        buf = io.BytesIO()
+        Image.new("L", (28, 28)).save(buf, format=fmt)
+        with pytest.raises(ImageError, match="not a PNG"):
+            decode_png(buf.getvalue())

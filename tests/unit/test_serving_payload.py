@@ -49,3 +49,77 @@ def test_merge_counters_sums_and_keeps_observations():
              {"type": "TIMER", "key": "t", "value": 4.0, "tags": {}}]
     out = _merge_counters(items)
     assert [(m["key"], m["value"]) for m in out] == [("c", 3), ("c", 5), ("t", 3.0), ("t", 4.0)]
+
+
+# ---------------------------------------------------------------- property-based fuzzing
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+MAX = 4
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-300, 10**30) | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=40)
+keys = st.sampled_from(["data", "binData", "strData", "jsonData", "meta", "ndarray", "tensor", "shape", "values",
+                        "png", "tags", "scale", "names"])
+
+
+def _accepted(images: np.ndarray) -> None:
+    """What parse() returns whenever it accepts: float32 (n, 28, 28) in [0, 1], 1 <= n <= MAX."""
+    assert images.dtype == np.float32 and images.ndim == 3 and images.shape[1:] == (28, 28)
+    assert 1 <= len(images) <= MAX and np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
+
+
+def _parse_or_refuse(request) -> None:
+    try:
+        images, _ = parse(request, max_images=MAX)
+    except PayloadError as exc:
+        assert str(exc)  # a refusal always names its problem
+        return
+    _accepted(images)
+
+
+@FUZZ
+@given(st.dictionaries(keys, json_values, max_size=4) | json_values)
+def test_fuzz_any_json_is_parsed_or_refused_by_name(request):
+    """Any JSON value at all: accepted as digits, or PayloadError; never another exception."""
+    _parse_or_refuse(request)
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(["ndarray", "tensor"]), json_values | st.fixed_dictionaries(
+    {"shape": st.lists(st.integers(-3, 1000) | st.floats() | st.booleans(), max_size=5), "values": json_values})),
+    st.dictionaries(st.just("tags"), st.dictionaries(st.just("scale"), json_values)) | json_values)
+def test_fuzz_data_fields(data, meta):
+    _parse_or_refuse({"data": data, "meta": meta})
+
+
+@FUZZ
+@given(st.sampled_from(["binData", "strData", "jsonData"]), st.binary(max_size=300), st.booleans())
+def test_fuzz_image_bytes(kind, raw, with_png_header):
+    """Arbitrary bytes (some behind a PNG signature and IHDR of 28x28) as each image field."""
+    if with_png_header:
+        raw = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x00\x00\x00\x1c\x00\x00\x00\x1c" + raw
+    text = base64.b64encode(raw).decode()
+    value = {"png": [text]} if kind == "jsonData" else text
+    _parse_or_refuse({kind: value})
+
+
+@FUZZ
+@given(st.integers(1, MAX), st.sampled_from(["ndarray", "flat", "tensor", "png"]), st.data())
+def test_fuzz_valid_digits_round_trip(n, form, data):
+    """Valid digits in every form come back exactly (pixel / 255)."""
+    imgs = np.asarray(data.draw(st.lists(st.integers(0, 255), min_size=n * 784, max_size=n * 784)),
+                      np.uint8).reshape(n, 28, 28)
+    if imgs.max() <= 1:  # an all-dark image is ambiguous without the scale tag
+        imgs[0, 0, 0] = 255
+    request = {
+        "ndarray": {"data": {"ndarray": imgs.tolist()}},
+        "flat": {"data": {"ndarray": imgs.reshape(n, 784).tolist()}},
+        "tensor": {"data": {"tensor": {"shape": [n, 28, 28], "values": imgs.reshape(-1).tolist()}}},
+        "png": {"jsonData": {"png": [base64.b64encode(encode_png(i)).decode() for i in imgs]}},
+    }[form]
+    images, _ = parse(request, max_images=MAX)
+    np.testing.assert_allclose(images, imgs / 255.0, atol=1e-6)

@@ -12,6 +12,13 @@ resource "helm_release" "istiod" {
   chart      = "istiod"
   version    = var.istio_version
   namespace  = kubernetes_namespace_v1.istio.metadata[0].name
+
+  # Authorization policies match the path the sidecar sees; Seldon's executor and the wrapper route
+  # on the decoded one. Decoding %2F and %5C and merging slashes first means `/api/v1.0%2Ffeedback`
+  # cannot slip past the feedback policy (Istio's recommended setting for path-based policies).
+  values = [yamlencode({
+    meshConfig = { pathNormalization = { normalization = "DECODE_AND_MERGE_SLASHES" } }
+  })]
   depends_on = [helm_release.istio_base]
 }
 
