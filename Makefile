@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help lock venv venv-serve venv-infra infra-check demo test test-fast lint bench-data bench-train bench-train-quick bench-serve bench-serve-study bench-drift bench-continual bench-gate bench-estimate bench-scenario bench-unseen bench-faults scenario prefect-up clean distclean
+.PHONY: help lock venv venv-serve venv-infra infra-check demo test test-fast lint bench-data bench-train bench-train-quick bench-serve bench-serve-study bench-drift bench-continual bench-gate bench-estimate bench-scenario bench-unseen bench-faults bench-fanout scenario prefect-up clean distclean
 
 help: ## List every target with what it does
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -111,6 +111,9 @@ bench-serve: venv venv-serve .venv-mlserver/bin/.installed ## Serving load bench
 
 bench-serve-study: venv venv-serve ## Serving tuning study: payload formats, gRPC, batching, workers (~4 min; run make demo first)
 	$(BIN)/python -m bench.serve_study --seconds 8
+
+bench-fanout: venv ## AutoML trials as separate flow runs: the quick grid in-process vs over 1 and 2 local workers, projection over N GPU nodes (~15 min)
+	$(BIN)/python -m bench.fanout
 
 bench-faults: venv venv-serve ## Fault benchmark: load through 3 restarts of the prediction log's PostgreSQL: 503s, recovery, nothing answered 200 unlogged (~1 min; run make demo first)
 	$(BIN)/python -m bench.faults --outages 3 --outage-seconds 5

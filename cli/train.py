@@ -46,6 +46,10 @@ def train(
     gate: Annotated[
         str, typer.Option(help="Validation gate after training: 'default' (configs/gate.yaml), a YAML path, or 'skip'.")
     ] = "default",
+    fanout: Annotated[bool, typer.Option(
+        "--fanout", help="Each experiment its own flow run of the automl-trial/trial deployment, run by the "
+                         "workers of the process pool (`mnistcl prefect up`): needs a Prefect API.")] = False,
+    sweep: Annotated[str | None, typer.Option(help="Resume this sweep: its finished experiments are kept, the rest run.")] = None,
 ) -> None:
     """Train every permutation of the search space (AutoML) as a Prefect flow.
 
@@ -59,6 +63,8 @@ def train(
       mnistcl train --profile quick
 
       mnistcl train --family convnet --param learning_rate=0.001,0.01 --param batch_size=64,128
+
+      mnistcl train --fanout --prune          # trials as separate flow runs; one Optuna study for all
     """
     from mnistcl.datasets import DatasetError
     from models.common import ParamError
@@ -80,12 +86,16 @@ def train(
         console.print(f"{len(specs)} experiments (profile {profile})")
         return
     use_local_prefect(settings)
+    if fanout and not settings.prefect_api:
+        _fail("--fanout needs a Prefect server with the trial deployment and workers: run `mnistcl prefect up` "
+              "and set PREFECT_API_URL (or prefect_api_url)")
     from flows.train import run_automl
 
     console.print(f"training {len(specs)} experiments (profile {profile}, dataset {dataset})")
     summary = run_automl(
         concurrency=concurrency, profile=profile, families=family, params=param, prune=prune,
         dataset=dataset, epochs=epochs, train_images=train_images, gate=gate,
+        fanout="automl-trial/trial" if fanout else None, sweep=sweep,
         search_space=str(search_space) if search_space else None,
         config=str(ctx.parent.params.get("config")) if ctx.parent and ctx.parent.params.get("config") else None,
     )

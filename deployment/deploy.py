@@ -94,15 +94,34 @@ def _pod_spec(cfg: dict, alias: str) -> dict:
     }
 
 
+def hpa_spec(cfg: dict, alias: str) -> dict | None:
+    """Seldon's hpaSpec from ``autoscaling`` (None: a fixed number of replicas). The challenger
+    (a canary's share of the traffic) starts from one pod."""
+    a = cfg.get("autoscaling")
+    if not a:
+        return None
+    lo, hi = int(a["min_replicas"]), int(a["max_replicas"])
+    if not 1 <= lo <= hi:
+        raise DeployError(f"autoscaling: need 1 <= min_replicas <= max_replicas, got {lo} and {hi}")
+    metrics = [{"type": "Resource", "resource": {"name": "cpu", "target": {
+        "type": "Utilization", "averageUtilization": int(a["cpu_utilization"])}}}]
+    if a.get("requests_per_pod"):
+        metrics.append({"type": "Pods", "pods": {"metric": {"name": "mnist_requests_per_second"}, "target": {
+            "type": "AverageValue", "averageValue": str(a["requests_per_pod"])}}})
+    return {"minReplicas": 1 if alias == "challenger" else lo, "maxReplicas": hi, "metrics": metrics}
+
+
 def _predictor(cfg: dict, name: str, alias: str, version: str, traffic: int) -> dict:
+    hpa = hpa_spec(cfg, alias)
+    component = {"spec": _pod_spec(cfg, alias), **({"hpaSpec": hpa} if hpa else {})}
     return {
         "name": name,
-        "replicas": int(cfg["replicas"]),
+        "replicas": hpa["minReplicas"] if hpa else int(cfg["replicas"]),
         "traffic": traffic,
         "labels": {"mnistcl/alias": alias, "mnistcl/model-version": version, **MODEL_SERVER_LABEL},
         "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT),
                         "prometheus.io/path": METRICS_PATH},
-        "componentSpecs": [{"spec": _pod_spec(cfg, alias)}],
+        "componentSpecs": [component],
         "graph": {"name": "classifier", "type": "MODEL", "endpoint": {"type": "REST", "httpPort": HTTP_PORT},
                   "children": []},
     }

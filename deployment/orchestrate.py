@@ -159,7 +159,7 @@ def deploy(api_url: str, home: Path, names: list[str] | None = None, *, train_im
     """``prefect deploy`` of prefect.yaml's deployments (all local ones by default). The -k8s ones
     run the training image named by ``train_image`` (or $MNISTCL_TRAIN_IMAGE): refused without it,
     since prefect.yaml would otherwise store the placeholder as the image."""
-    names = names or ["train", "monitor", "retrain", "judge", "retention"]
+    names = names or ["train", "trial", "monitor", "retrain", "judge", "retention"]
     image = train_image or os.environ.get(TRAIN_IMAGE_ENV, "")
     if any(n.endswith("-k8s") for n in names) and not image:
         raise ValueError(f"the -k8s deployments need the training image: set {TRAIN_IMAGE_ENV}="
@@ -171,8 +171,10 @@ def deploy(api_url: str, home: Path, names: list[str] | None = None, *, train_im
 
 
 def start_worker(api_url: str, home: Path, log: Path, pool: str = LOCAL_POOL,
-                 env: dict[str, str] | None = None) -> subprocess.Popen:
-    """A worker on ``pool``; ``env`` (e.g. MNISTCL_* settings) reaches every flow run it starts."""
-    return subprocess.Popen([prefect_bin(), "worker", "start", "--pool", pool],
+                 env: dict[str, str] | None = None, limit: int | None = None) -> subprocess.Popen:
+    """A worker on ``pool``; ``env`` (e.g. MNISTCL_* settings) reaches every flow run it starts;
+    ``limit``: at most this many of its flow runs at once (None: no limit)."""
+    return subprocess.Popen([prefect_bin(), "worker", "start", "--pool", pool,
+                             *(["--limit", str(limit)] if limit else [])],
                             env={**prefect_env(api_url, home), **(env or {})}, cwd=ROOT,
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)

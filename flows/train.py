@@ -1,13 +1,19 @@
 """The AutoML flow: expand the grid, train one task per experiment, pick the best.
 
-Only wiring; the logic is in models.automl and models.train. Concurrency is bounded by the
-thread-pool task runner (each task waits on a worker process); on Kubernetes the flow runs in
-a prefect-kubernetes work pool (see prefect.yaml and infra/k8s/).
+Only wiring; the logic is in models.automl and models.train. Two ways to run the experiments:
+- in this flow run's own process pool (the default): concurrency bounded by the thread-pool task
+  runner, each task waiting on a worker process of this machine;
+- fanned out (``fanout="automl-trial/trial"``, or ``trial-k8s`` on Kubernetes): each experiment is
+  a flow run of that deployment, which the work pool's workers run as separate processes, or as
+  separate Jobs with their own GPU; at most ``fanout.max_parallel_trials`` (configs/search_space.yaml)
+  at once. The trials share the Optuna study through the experiment database.
 """
 
 from __future__ import annotations
 
+import contextvars
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -15,8 +21,29 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.hooks import alert_on_failure
 from mnistcl.settings import load_settings
-from models.automl import WorkerPool, default_concurrency, plan_sweep, summarise, write_summary
+from models.automl import (
+    WorkerPool,
+    default_concurrency,
+    plan_sweep,
+    settle_trial,
+    summarise,
+    write_summary,
+)
 from validation.promote import validate_register_promote
+
+
+def run_trial(payload: str, exp_id: int, label: str, deployment: str) -> dict:
+    """One experiment as a flow run of ``deployment`` (a subflow of this sweep's run); its result
+    read back from the experiment store once the run is final (a crashed or killed run: the
+    experiment is marked failed)."""
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(name=deployment, parameters={"payload": payload}, timeout=None, poll_interval=1,
+                         flow_run_name=f"experiment-{exp_id}")
+    result = settle_trial(payload, run.state.name if run.state else "without a state")
+    get_run_logger().info("#%s %s: %s (flow run %s, %s)", exp_id, label, result["status"], run.name,
+                          run.state.name if run.state else "?")
+    return result
 
 
 @task(name="train-experiment", task_run_name="experiment-{exp_id}", retries=0)
@@ -46,28 +73,42 @@ def automl(
     config: str | None = None,
     show_progress: bool = True,
     gate: str = "default",
+    fanout: str | None = None,
+    sweep: str | None = None,
 ) -> dict:
     """Train every permutation of the search space, publish the leaderboard, then validate the
     best runs against the champion, register them and promote the best passing one.
 
     ``gate``: "default" (configs/gate.yaml), a path to another gate file, or "skip".
+    ``fanout``: the trial deployment ("automl-trial/trial" locally, "automl-trial/trial-k8s" on the
+    cluster) to run each experiment as its own flow run; None: this flow run's process pool.
+    ``sweep``: an earlier sweep's id to resume (its finished experiments are kept).
     """
     global _POOL
     settings = load_settings(config)
     plan = plan_sweep(settings, profile_name=profile, families=families, params=params,
                       search_space=search_space, dataset=dataset, prune=prune, epochs=epochs,
-                      train_images=train_images)
+                      train_images=train_images, sweep=sweep)
     logger = get_run_logger()
     logger.info("sweep %s: %d experiments on dataset %s (profile %s)", plan.sweep, len(plan.specs),
                 plan.dataset_version, profile)
     t0 = time.perf_counter()
     labels = {i: s.label for i, s in zip(plan.exp_ids, plan.specs, strict=True)}
-    with WorkerPool(concurrency or default_concurrency(), show_progress=show_progress, labels=labels) as pool:
-        _POOL = pool
-        futures = [train_experiment.submit(p, i, labels[i]) for p, i in zip(plan.payloads, plan.exp_ids, strict=True)]
-        results = [f.result() for f in futures]
-        _POOL = None
-    summary = summarise(plan, results, time.perf_counter() - t0)
+    if fanout:
+        # Threads that only wait on the trials' flow runs, as many as may run at once (each with
+        # this flow run's context, so the trials show as its subflows).
+        with ThreadPoolExecutor(max_workers=plan.max_parallel_trials) as waiters:
+            futures = [waiters.submit(contextvars.copy_context().run, run_trial, p, i, labels[i], fanout)
+                       for p, i in zip(plan.payloads, plan.exp_ids, strict=True)]
+            results = [f.result() for f in futures]
+    else:
+        with WorkerPool(concurrency or default_concurrency(), show_progress=show_progress, labels=labels) as pool:
+            _POOL = pool
+            futures = [train_experiment.submit(p, i, labels[i])
+                       for p, i in zip(plan.payloads, plan.exp_ids, strict=True)]
+            results = [f.result() for f in futures]
+            _POOL = None
+    summary = summarise(plan, plan.done + results, time.perf_counter() - t0)
     path = write_summary(settings, summary)
     create_table_artifact(key="automl-leaderboard", table=summary["leaderboard"],
                           description=f"AutoML sweep {plan.sweep} on dataset {plan.dataset_version}")
@@ -111,7 +152,10 @@ def validate_and_promote(settings, summary: dict, gate_path: str | None) -> dict
     return result
 
 
-def run_automl(concurrency: int | None = None, **kwargs) -> dict:
-    """Run the flow with as many task threads as worker processes."""
+def run_automl(concurrency: int | None = None, fanout: str | None = None, **kwargs) -> dict:
+    """Run the flow with as many task threads as worker processes (fanned out, the trials' flow
+    runs are waited on by ``fanout.max_parallel_trials`` threads of the flow itself)."""
+    if fanout:
+        return automl(fanout=fanout, **kwargs)
     c = concurrency or default_concurrency()
     return automl.with_options(task_runner=ThreadPoolTaskRunner(max_workers=c))(concurrency=c, **kwargs)

@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from models.search import (
     parse_overrides,
     profile,
 )
-from models.train import init_worker, run_in_worker
+from models.train import fail_stale_trials, init_worker, run_in_worker, study_name
 
 
 @dataclass
@@ -38,6 +38,8 @@ class SweepPlan:
     specs: list[ExperimentSpec]
     exp_ids: list[int]
     payloads: list[str]
+    done: list[dict] = field(default_factory=list)  # a resumed sweep's experiments that finished before
+    max_parallel_trials: int = 4
 
 
 def new_sweep_id() -> str:
@@ -67,11 +69,24 @@ def plan_sweep(settings, *, profile_name: str = "quick", families: list[str] | N
         random.Random(0).shuffle(specs)
     store = dataset_store(settings)
     version = store.resolve(dataset)
-    sweep = sweep or new_sweep_id()
     exps = ExperimentStore(settings.experiments_location)
-    ids, payloads = [], []
+    # Resuming a sweep: experiments that finished keep their results; the others run again under
+    # their own ids (a trial whose pod died is `failed`, and is retried here).
+    earlier = {(e.family, json.dumps(e.params, sort_keys=True)): e for e in exps.list(sweep=sweep)} if sweep else {}
+    sweep = sweep or new_sweep_id()
+    ids, payloads, todo, done = [], [], [], []
     for spec in specs:
-        exp_id = exps.create(sweep, spec.family, spec.params, dataset=version, profile=prof.name, config=spec.config)
+        prev = earlier.get((spec.family, json.dumps(spec.params, sort_keys=True)))
+        if prev is not None and prev.status in ("completed", "pruned"):
+            done.append(result_from_row(prev))
+            continue
+        todo.append(spec)
+        if prev is not None:
+            exp_id = int(prev.id)
+            exps.update(exp_id, status="queued", error=None, started=None, finished=None)
+        else:
+            exp_id = exps.create(sweep, spec.family, spec.params, dataset=version, profile=prof.name,
+                                 config=spec.config)
         ids.append(exp_id)
         payloads.append(json.dumps({
             "spec": asdict(spec), "profile": asdict(prof), "exp_id": exp_id, "sweep": sweep,
@@ -80,7 +95,35 @@ def plan_sweep(settings, *, profile_name: str = "quick", families: list[str] | N
             "experiments_db": settings.experiments_location, "wandb_mode": settings.wandb_mode,
             "wandb_project": settings.wandb_project, "prune": prune,
         }))
-    return SweepPlan(sweep, prof, version, specs, ids, payloads)
+    return SweepPlan(sweep, prof, version, todo, ids, payloads, done, space.max_parallel_trials)
+
+
+RESULT_FIELDS = ("val_accuracy", "val_loss", "wall_s", "cpu_s", "param_count", "flops", "onnx_path",
+                 "native_path", "wandb_dir", "error", "history")
+
+
+def result_from_row(e) -> dict:
+    """An experiment's result as a worker returns it, read from the experiment store (a trial that
+    ran in another process, pod or earlier run of the sweep)."""
+    status = e.status if e.status in ("completed", "pruned", "failed") else "failed"
+    return {"id": int(e.id), "family": e.family, "params": e.params, "status": status,
+            **{k: e.row.get(k) for k in RESULT_FIELDS}}
+
+
+def settle_trial(payload: str, ended: str) -> dict:
+    """The result of a trial that ran as its own flow run, once that run is final (``ended``: its
+    state's name). A trial whose process died before it recorded an end (killed pod, crashed run)
+    is marked failed, and its Optuna trial too, so that the sweep finishes without it."""
+    args = json.loads(payload)
+    exps = ExperimentStore(args["experiments_db"])
+    e = exps.get(args["exp_id"])
+    if e.status not in ("completed", "pruned", "failed"):
+        exps.update(e.id, status="failed", finished=time.time(),
+                    error=f"the trial's flow run ended {ended} before the experiment finished")
+        if args.get("prune"):
+            fail_stale_trials(args["experiments_db"], Path(args["home"]), study_name(args["sweep"], e.family), int(e.id))
+        e = exps.get(args["exp_id"])
+    return result_from_row(e)
 
 
 def default_concurrency() -> int:

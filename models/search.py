@@ -48,6 +48,7 @@ class ExperimentSpec:
 class SearchSpace:
     families: dict[str, dict[str, str]]
     profiles: dict[str, Profile]
+    max_parallel_trials: int = 4  # fanned out: trial runs in flight at once (each its own process, Job and GPU)
 
 
 def load_search_space(path: Path | None = None) -> SearchSpace:
@@ -71,7 +72,14 @@ def load_search_space(path: Path | None = None) -> SearchSpace:
                                      epochs=None if p.get("epochs") is None else int(p["epochs"]))
         except (TypeError, ValueError, AttributeError) as exc:
             raise ParamError(f"{path}: profile {name!r} is malformed: {exc}") from None
-    return SearchSpace(families=families, profiles=profiles)
+    fanout = raw.get("fanout") or {}
+    try:
+        parallel = int(fanout.get("max_parallel_trials", 4))
+    except (TypeError, ValueError, AttributeError):
+        raise ParamError(f"{path}: fanout.max_parallel_trials must be a whole number") from None
+    if parallel < 1:
+        raise ParamError(f"{path}: fanout.max_parallel_trials must be at least 1, got {parallel}")
+    return SearchSpace(families=families, profiles=profiles, max_parallel_trials=parallel)
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:

@@ -95,10 +95,11 @@ class _Reporter:
 _OPTUNA_SCHEMA_LOCK = 0x6D6E6F70  # advisory lock key ("mnop")
 
 
-def pruning_storage(experiments_db: str, journal: Path):
-    """Where the median pruner's study lives: the experiment store's PostgreSQL database when it
-    is one (trials in separate pods compare with each other's checkpoints), else a journal file
-    beside the local experiment store (the worker processes of one machine)."""
+def pruning_storage(experiments_db: str, home: Path | None):
+    """Where the median pruner's study lives (Optuna's RDB storage, which every trial reaches): the
+    experiment store's PostgreSQL database when it is one (trials in separate pods, each its own
+    Job, compare with each other's checkpoints), else SQLite in the home (``optuna.db``: the trial
+    processes of one machine, whichever worker started them)."""
     import optuna
 
     if is_postgres(experiments_db):
@@ -113,10 +114,18 @@ def pruning_storage(experiments_db: str, journal: Path):
                 return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (_OPTUNA_SCHEMA_LOCK,))
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+    import fcntl
 
-    return JournalStorage(JournalFileBackend(str(journal)))
+    Path(home).mkdir(parents=True, exist_ok=True)
+    # The same race in SQLite (Optuna's first-use migration, alembic_version): one process at a time.
+    with open(Path(home) / "optuna.db.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return optuna.storages.RDBStorage(f"sqlite:///{Path(home) / 'optuna.db'}",
+                                          engine_kwargs={"connect_args": {"timeout": 60}})
+
+
+def study_name(sweep: str, family: str) -> str:
+    return f"{sweep}-{family}"
 
 
 def _pruning_trial(storage, study_name: str):
@@ -130,6 +139,23 @@ def _pruning_trial(storage, study_name: str):
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
     )
     return study, study.ask()
+
+
+def fail_stale_trials(experiments_db: str, home: Path | None, study_name: str, exp_id: int) -> int:
+    """Mark the study's trials of experiment ``exp_id`` that are still running as failed (its
+    process died: a killed pod or flow run); return how many."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=pruning_storage(experiments_db, home))
+    except KeyError:  # no study: the trial died before it asked for one
+        return 0
+    stale = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+             if t.user_attrs.get("exp_id") == exp_id]
+    for t in stale:
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+    return len(stale)
 
 
 def run_experiment(
@@ -166,8 +192,9 @@ def run_experiment(
                       tags=[spec.family, sweep], storage=storage)
     study = trial = None
     if prune:
-        study, trial = _pruning_trial(pruning_storage(experiments_db, home / "optuna-journal.log"),
-                                      f"{sweep}-{spec.family}")
+        study, trial = _pruning_trial(pruning_storage(experiments_db, home), study_name(sweep, spec.family))
+        trial.set_user_attr("exp_id", exp_id)
+        trial.set_user_attr("pid", os.getpid())
     reporter = _Reporter(exp_id, tracker, trial, progress_cb)
     result = ExperimentResult(id=exp_id, family=spec.family, params=spec.params, status="failed",
                               wandb_dir=tracker.location)

@@ -218,9 +218,10 @@ def test_flow_jobs_have_no_sidecar_fit_a_gpu_node_and_run_in_their_environment()
 
 
 def test_flows_without_a_gpu_run_on_the_cpu_nodes():
-    """The job as prefect-kubernetes fills it in (Prefect's own templating): training asks for the
-    GPU pool; monitor (every 5 minutes), judge and retention ask for the CPU pool and little CPU,
-    so they never start or keep a GPU node."""
+    """The job as prefect-kubernetes fills it in (Prefect's own templating): training (each AutoML
+    trial, a retraining) asks for the GPU pool; the sweep that fans its trials out, monitor (every
+    5 minutes), judge and retention ask for the CPU pool and little CPU, so they never start or keep
+    a GPU node."""
     from prefect.utilities.templating import apply_values
 
     from deployment.orchestrate import gpu_job_template
@@ -228,8 +229,8 @@ def test_flows_without_a_gpu_run_on_the_cpu_nodes():
     t = gpu_job_template()
     defaults = {k: v["default"] for k, v in t["variables"]["properties"].items() if "default" in v}
     deployments = {d["name"]: d for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
-    for name, gpu in (("train-k8s", True), ("retrain-k8s", True), ("monitor-k8s", False), ("judge-k8s", False),
-                      ("retention-k8s", False)):
+    for name, gpu in (("trial-k8s", True), ("retrain-k8s", True), ("train-k8s", False), ("monitor-k8s", False),
+                      ("judge-k8s", False), ("retention-k8s", False)):
         values = {**defaults, **deployments[name]["work_pool"].get("job_variables", {}), "image": "x"}
         pod = apply_values(t["job_configuration"], values)["job_manifest"]["spec"]["template"]["spec"]
         container = pod["containers"][0]
@@ -496,3 +497,21 @@ def test_feedback_reaches_the_model_servers_only_from_the_labelling_account():
     # encoded feedback path (`/api/v1.0%2Ffeedback`, which the executor and Flask decode) is matched.
     istio = (ADDONS / "helm_istio.tf").read_text()
     assert 'pathNormalization = { normalization = "DECODE_AND_MERGE_SLASHES" }' in istio
+
+
+def test_the_model_servers_autoscaler_has_its_metrics_and_bounds():
+    """The hpaSpec rendered for each environment reads CPU from metrics-server, which Terraform
+    installs (EKS has none), and production scales further than staging."""
+    metrics_server = (ADDONS / "helm_metrics_server.tf").read_text()
+    assert 'chart      = "metrics-server"' in metrics_server and "kubernetes-sigs.github.io/metrics-server" in metrics_server
+    assert tf_default(ADDONS, "metrics_server_version")
+    bounds = {}
+    for env in ENVS:
+        (sdep,) = [d for d in rendered(env) if d["kind"] == "SeldonDeployment"]
+        (hpa,) = [cs["hpaSpec"] for p in sdep["spec"]["predictors"] for cs in p["componentSpecs"]]
+        assert hpa["metrics"][0]["resource"]["name"] == "cpu"
+        # The HPA's utilisation is a share of the CPU request: the container must have one.
+        (pod,) = [cs["spec"] for p in sdep["spec"]["predictors"] for cs in p["componentSpecs"]]
+        assert pod["containers"][0]["resources"]["requests"]["cpu"]
+        bounds[env] = (hpa["minReplicas"], hpa["maxReplicas"])
+    assert bounds["prod"][1] > bounds["staging"][1] and bounds["prod"][0] >= bounds["staging"][0]

@@ -47,7 +47,7 @@ def prefect(tmp_path_factory):
         if not orch.wait_for_api(api):
             pytest.fail("Prefect server did not start:\n" + (work / "server.log").read_text()[-3000:])
         orch.create_pools(api, work / "home")
-        k8s = ["train-k8s", "monitor-k8s", "retrain-k8s", "judge-k8s", "retention-k8s"]
+        k8s = ["train-k8s", "trial-k8s", "monitor-k8s", "retrain-k8s", "judge-k8s", "retention-k8s"]
         with pytest.raises(ValueError, match="MNISTCL_TRAIN_IMAGE"):  # never the placeholder as an image
             orch.deploy(api, work / "home", k8s, train_image="")
         out = orch.deploy(api, work / "home", ["train", "monitor", "retrain", "judge", "retention", *k8s],

@@ -89,3 +89,45 @@ def test_cli_render(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     pods = [p["componentSpecs"][0]["spec"]["containers"][0] for p in yaml.safe_load(r.output)["spec"]["predictors"]]
     assert [c["image"] for c in pods] == [image, image]
+
+
+def test_model_servers_autoscale_within_each_environments_bounds(tmp_path):
+    """Seldon's hpaSpec per predictor from configs/deploy.yaml: CPU always, requests per second
+    when asked for; the challenger starts from one pod; the schema (Seldon 1.17's SeldonHpaSpec)
+    refuses what the operator would."""
+    from deployment.deploy import load_env
+
+    for env in ("staging", "prod"):
+        bounds = load_env(env)["autoscaling"]
+        (sdep,) = render(env, "m1", "m2")
+        check_seldon_deployment(sdep)
+        champion, challenger = sdep["spec"]["predictors"]
+        hpa = champion["componentSpecs"][0]["hpaSpec"]
+        assert (hpa["minReplicas"], hpa["maxReplicas"]) == (bounds["min_replicas"], bounds["max_replicas"])
+        assert champion["replicas"] == bounds["min_replicas"]
+        assert hpa["metrics"] == [{"type": "Resource", "resource": {"name": "cpu", "target": {
+            "type": "Utilization", "averageUtilization": bounds["cpu_utilization"]}}}]
+        assert challenger["componentSpecs"][0]["hpaSpec"]["minReplicas"] == 1
+    assert load_env("prod")["autoscaling"]["max_replicas"] > load_env("staging")["autoscaling"]["max_replicas"]
+
+    cfg = yaml.safe_load(open("configs/deploy.yaml"))
+    cfg["base"]["autoscaling"]["requests_per_pod"] = 150
+    path = tmp_path / "deploy.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    (sdep,) = render("staging", "m1", path=path)
+    metrics = sdep["spec"]["predictors"][0]["componentSpecs"][0]["hpaSpec"]["metrics"]
+    assert metrics[1] == {"type": "Pods", "pods": {"metric": {"name": "mnist_requests_per_second"},
+                                                   "target": {"type": "AverageValue", "averageValue": "150"}}}
+    check_seldon_deployment(sdep)
+    for mutate, needle in [(lambda h: h.pop("maxReplicas"), "maxReplicas"),
+                           (lambda h: h["metrics"][0].update(type="Cpu"), "Cpu"),
+                           (lambda h: h["metrics"][0]["resource"]["target"].update(averageUtilization=170), "170"),
+                           (lambda h: h.update(minReplicas=0), "0")]:
+        bad = copy.deepcopy(sdep)
+        mutate(bad["spec"]["predictors"][0]["componentSpecs"][0]["hpaSpec"])
+        with pytest.raises(DeployError, match=needle):
+            check_seldon_deployment(bad)
+    cfg["base"]["autoscaling"].update(min_replicas=4, max_replicas=2)
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(DeployError, match="min_replicas <= max_replicas"):
+        render("staging", "m1", path=path)

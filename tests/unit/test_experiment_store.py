@@ -60,25 +60,33 @@ def _create_some(location, k):
 
 def test_the_pruners_study_is_shared_through_the_experiment_database(pg_database, tmp_path):
     """With the experiment store on PostgreSQL, trials in other pods see each other's checkpoints
-    (the median rule needs them); locally a journal file beside the home serves one machine."""
+    (the median rule needs them); locally SQLite in the home serves the processes of one machine.
+    A trial whose process died is failed by the sweep, not left running."""
     import multiprocessing as mp
 
     import optuna
 
-    from models.train import pruning_storage
+    from models.train import fail_stale_trials, pruning_storage
 
-    assert isinstance(pruning_storage(str(tmp_path / "e.db"), tmp_path / "j.log"), optuna.storages.JournalStorage)
+    local = pruning_storage(str(tmp_path / "e.db"), tmp_path)
+    assert isinstance(local, optuna.storages.RDBStorage) and "sqlite" in local.url
     ctx = mp.get_context("spawn")
-    with ctx.Pool(2) as pool:
-        pool.starmap(_finish_trial, [(pg_database, 0.9), (pg_database, 0.7)])
-    study = optuna.load_study(study_name="sw-torchnet", storage=pruning_storage(pg_database, tmp_path / "unused"))
-    assert sorted(t.value for t in study.trials) == [0.7, 0.9]
+    for url, home in ((pg_database, tmp_path / "unused"), (str(tmp_path / "e.db"), tmp_path)):
+        with ctx.Pool(2) as pool:
+            pool.starmap(_finish_trial, [(url, home, 0.9), (url, home, 0.7)])
+        study = optuna.load_study(study_name="sw-torchnet", storage=pruning_storage(url, home))
+        assert sorted(t.value for t in study.trials) == [0.7, 0.9]
+        dead = study.ask()
+        dead.set_user_attr("exp_id", 42)
+        assert fail_stale_trials(url, home, "sw-torchnet", 42) == 1
+        assert optuna.load_study(study_name="sw-torchnet", storage=pruning_storage(url, home)).trials[-1].state \
+            == optuna.trial.TrialState.FAIL
     assert not (tmp_path / "unused").exists()
 
 
-def _finish_trial(url, value):
+def _finish_trial(url, home, value):
     from models.train import _pruning_trial, pruning_storage
 
-    study, trial = _pruning_trial(pruning_storage(url, None), "sw-torchnet")
+    study, trial = _pruning_trial(pruning_storage(url, home), "sw-torchnet")
     trial.report(value, 0)
     study.tell(trial, value)

@@ -151,3 +151,9 @@ variable "storage_gib" {
   type        = object({ prometheus = number, alertmanager = number, grafana = number, prefect_db = number })
   default     = { prometheus = 50, alertmanager = 5, grafana = 5, prefect_db = 20 }
 }
+
+variable "metrics_server_version" {
+  description = "metrics-server chart (app 0.8.1): the CPU the model servers' autoscalers read."
+  type        = string
+  default     = "3.13.1"
+}

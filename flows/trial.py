@@ -1,0 +1,37 @@
+"""One AutoML experiment as its own flow run (the `automl-trial` deployments).
+
+The `automl` flow with ``fanout`` runs each experiment of its sweep through this deployment
+instead of its own process pool: locally each trial is a process the process work pool's workers
+start (as many at once as there are workers), on Kubernetes each is a Job of the `mnistcl-k8s`
+pool with its own GPU. The trial writes everything to the shared stores (the experiment row, the
+model files in the storage, the pruner's study in the experiment database), so nothing has to come
+back through Prefect: the sweep reads the row (models.automl.settle_trial).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from prefect import flow, get_run_logger
+
+from models.train import init_worker, quiet_frameworks, run_in_worker
+
+
+@flow(name="automl-trial", log_prints=True)
+def trial(payload: str, threads: int | None = None) -> dict:
+    """Train one experiment (``payload``: what models.automl.plan_sweep prepared) with ``threads``
+    threads (default: every core of the process's machine or pod)."""
+    n = threads or int(os.environ.get("MNISTCL_TRIAL_THREADS") or os.cpu_count() or 1)
+    if json.loads(payload)["spec"]["family"] == "torchnet":  # no TensorFlow to import (seconds per trial)
+        import torch
+
+        quiet_frameworks()
+        os.environ["OMP_NUM_THREADS"] = str(n)
+        torch.set_num_threads(n)
+    else:
+        init_worker(n)
+    result = run_in_worker(payload)
+    get_run_logger().info("experiment %s (%s): %s, val accuracy %s", result["id"], result["family"],
+                          result["status"], result.get("val_accuracy"))
+    return {k: result.get(k) for k in ("id", "status", "val_accuracy", "wall_s", "error")}

@@ -1,0 +1,9 @@
+# The resource metrics API (metrics.k8s.io) the model servers' HorizontalPodAutoscalers read their
+# CPU from (Seldon's hpaSpec, configs/deploy.yaml `autoscaling`). EKS does not install it.
+resource "helm_release" "metrics_server" {
+  name       = "metrics-server"
+  repository = "https://kubernetes-sigs.github.io/metrics-server/"
+  chart      = "metrics-server"
+  version    = var.metrics_server_version
+  namespace  = "kube-system"
+}
