@@ -63,6 +63,18 @@ def _sweep_stats(settings, summary: dict) -> dict:
                         "span_s": (r.finished - r.started) if r.finished and r.started else None} for r in rows]}
 
 
+def _wait_for_workers(n: int, timeout: float = 120.0) -> None:
+    """Until ``n`` workers have registered with the pool (the sweep checks for a live one)."""
+    from prefect import get_client
+
+    deadline = time.time() + timeout
+    with get_client(sync_client=True) as client:
+        while len(client.read_workers_for_work_pool("mnistcl-local")) < n:
+            if time.time() > deadline:
+                raise SystemExit(f"{n} worker(s) did not register within {timeout:.0f} s")
+            time.sleep(1)
+
+
 def _flow_run_spans(api: str, auth: str, sweep: str) -> dict[int, float]:
     """Each trial flow run's wall time (start to end), by experiment id: its overhead is this minus
     the experiment's own training time."""
@@ -150,7 +162,7 @@ def main() -> None:
             while len(workers) < n:
                 workers.append(orch.start_worker(api, phome, args.work / f"worker-{len(workers)}.log",
                                                  env={"MNISTCL_TRIAL_THREADS": "1"}, limit=1))
-            time.sleep(5)  # the new worker polls the pool
+            _wait_for_workers(n)
             t = time.perf_counter()
             summary = run_automl(fanout=TRIAL, **common)
             cases[f"fanout_{n}"] = _sweep_stats(settings, summary)

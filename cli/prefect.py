@@ -55,7 +55,14 @@ def prefect_up(
         console.print("deployments: automl/train, monitor/monitor (every 5 min), retrain/retrain (events + weekly), "
                       "judge/judge (hourly + evidence)")
         # flows announce their events to this server
-        procs.append(orch.start_worker(api, home, logs / "prefect-worker.log", env={"MNISTCL_PREFECT_API_URL": api}))
+        # Fanned-out AutoML trials share this worker: each gets its share of the cores.
+        import os
+
+        from models.search import load_search_space
+
+        trial_threads = max(1, (os.cpu_count() or 1) // load_search_space().max_parallel_trials)
+        procs.append(orch.start_worker(api, home, logs / "prefect-worker.log",
+                                       env={"MNISTCL_PREFECT_API_URL": api, "MNISTCL_TRIAL_THREADS": str(trial_threads)}))
         console.print(f"worker on mnistcl-local (log {logs / 'prefect-worker.log'}); UI http://127.0.0.1:{port}; "
                       f"Ctrl-C stops everything")
 

@@ -28,6 +28,7 @@ class DeployError(ValueError):
     pass
 
 
+MODEL_CONTAINER = "classifier"
 #: The largest request body the model server takes (serving/server.py --max-bytes' default).
 MAX_BODY_BYTES = 2_000_000
 #: On every model-server pod (both predictors): what the feedback AuthorizationPolicy selects.
@@ -57,7 +58,7 @@ def _pod_spec(cfg: dict, alias: str) -> dict:
         "serviceAccountName": cfg["service_account"],
         "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001},
         "containers": [{
-            "name": "classifier",
+            "name": MODEL_CONTAINER,
             "image": cfg["image"],
             "imagePullPolicy": "IfNotPresent",
             "command": ["python", "-m", "serving.server"],
@@ -103,12 +104,16 @@ def hpa_spec(cfg: dict, alias: str) -> dict | None:
     lo, hi = int(a["min_replicas"]), int(a["max_replicas"])
     if not 1 <= lo <= hi:
         raise DeployError(f"autoscaling: need 1 <= min_replicas <= max_replicas, got {lo} and {hi}")
-    metrics = [{"type": "Resource", "resource": {"name": "cpu", "target": {
-        "type": "Utilization", "averageUtilization": int(a["cpu_utilization"])}}}]
+    # `metricsv2` (autoscaling/v2 MetricSpecs, which the 1.17 operator passes to the HPA as they are;
+    # `metrics` is the older v2beta1 form). The model container's own CPU, not the pod's: Seldon's
+    # executor and the Istio sidecar have requests of their own.
+    metrics = [{"type": "ContainerResource", "containerResource": {
+        "name": "cpu", "container": MODEL_CONTAINER,
+        "target": {"type": "Utilization", "averageUtilization": int(a["cpu_utilization"])}}}]
     if a.get("requests_per_pod"):
         metrics.append({"type": "Pods", "pods": {"metric": {"name": "mnist_requests_per_second"}, "target": {
             "type": "AverageValue", "averageValue": str(a["requests_per_pod"])}}})
-    return {"minReplicas": 1 if alias == "challenger" else lo, "maxReplicas": hi, "metrics": metrics}
+    return {"minReplicas": 1 if alias == "challenger" else lo, "maxReplicas": hi, "metricsv2": metrics}
 
 
 def _predictor(cfg: dict, name: str, alias: str, version: str, traffic: int) -> dict:

@@ -27,19 +27,46 @@ from models.automl import (
     plan_sweep,
     settle_trial,
     summarise,
+    trial_payload,
     write_summary,
 )
 from validation.promote import validate_register_promote
 
 
-def run_trial(payload: str, exp_id: int, label: str, deployment: str) -> dict:
+def check_trial_deployment(name: str) -> None:
+    """Before anything is queued: the trial deployment exists and its work pool has a worker that
+    was seen in the last minutes (otherwise the trials would wait for their timeout)."""
+    import time as _time
+
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            dep = client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            raise ValueError(f"no deployment {name!r}: deploy it (`mnistcl prefect up`, or `prefect deploy --name "
+                             f"{name.split('/')[-1]}`) before a fanned-out sweep") from None
+        workers = client.read_workers_for_work_pool(dep.work_pool_name)
+    recent = [w for w in workers if w.last_heartbeat_time and _time.time() - w.last_heartbeat_time.timestamp() < 300]
+    if not recent:
+        raise ValueError(f"work pool {dep.work_pool_name!r} has no live worker: its trials would never start "
+                         f"(start one: prefect worker start --pool {dep.work_pool_name})")
+
+
+def run_trial(payload: str, exp_id: int, label: str, deployment: str, timeout_s: float) -> dict:
     """One experiment as a flow run of ``deployment`` (a subflow of this sweep's run); its result
     read back from the experiment store once the run is final (a crashed or killed run: the
-    experiment is marked failed)."""
+    experiment is marked failed). A run not final after ``timeout_s`` is cancelled and failed."""
+    from prefect import get_client
     from prefect.deployments import run_deployment
+    from prefect.states import Cancelling
 
-    run = run_deployment(name=deployment, parameters={"payload": payload}, timeout=None, poll_interval=1,
-                         flow_run_name=f"experiment-{exp_id}")
+    run = run_deployment(name=deployment, parameters={"payload": trial_payload(payload)}, timeout=timeout_s,
+                         poll_interval=1, flow_run_name=f"experiment-{exp_id}")
+    if not (run.state and run.state.is_final()):
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(run.id, Cancelling(message=f"not final after {timeout_s:.0f} s"), force=True)
     result = settle_trial(payload, run.state.name if run.state else "without a state")
     get_run_logger().info("#%s %s: %s (flow run %s, %s)", exp_id, label, result["status"], run.name,
                           run.state.name if run.state else "?")
@@ -86,6 +113,8 @@ def automl(
     """
     global _POOL
     settings = load_settings(config)
+    if fanout:
+        check_trial_deployment(fanout)
     plan = plan_sweep(settings, profile_name=profile, families=families, params=params,
                       search_space=search_space, dataset=dataset, prune=prune, epochs=epochs,
                       train_images=train_images, sweep=sweep)
@@ -98,7 +127,8 @@ def automl(
         # Threads that only wait on the trials' flow runs, as many as may run at once (each with
         # this flow run's context, so the trials show as its subflows).
         with ThreadPoolExecutor(max_workers=plan.max_parallel_trials) as waiters:
-            futures = [waiters.submit(contextvars.copy_context().run, run_trial, p, i, labels[i], fanout)
+            futures = [waiters.submit(contextvars.copy_context().run, run_trial, p, i, labels[i], fanout,
+                                      plan.trial_timeout_s)
                        for p, i in zip(plan.payloads, plan.exp_ids, strict=True)]
             results = [f.result() for f in futures]
     else:

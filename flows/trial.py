@@ -1,9 +1,10 @@
 """One AutoML experiment as its own flow run (the `automl-trial` deployments).
 
 The `automl` flow with ``fanout`` runs each experiment of its sweep through this deployment
-instead of its own process pool: locally each trial is a process the process work pool's workers
-start (as many at once as there are workers), on Kubernetes each is a Job of the `mnistcl-k8s`
-pool with its own GPU. The trial writes everything to the shared stores (the experiment row, the
+instead of its own process pool: locally each trial is a process that a worker of the process work
+pool starts (a worker takes as many at once as its `--limit`; the sweep keeps at most
+`fanout.max_parallel_trials` in flight), on Kubernetes each is a Job of the `mnistcl-k8s` pool
+with its own GPU. Threads per trial: ``threads``, else `MNISTCL_TRIAL_THREADS`, else every core. The trial writes everything to the shared stores (the experiment row, the
 model files in the storage, the pruner's study in the experiment database), so nothing has to come
 back through Prefect: the sweep reads the row (models.automl.settle_trial).
 """
@@ -15,6 +16,7 @@ import os
 
 from prefect import flow, get_run_logger
 
+from mnistcl.settings import load_settings
 from models.train import init_worker, quiet_frameworks, run_in_worker
 
 
@@ -22,8 +24,12 @@ from models.train import init_worker, quiet_frameworks, run_in_worker
 def trial(payload: str, threads: int | None = None) -> dict:
     """Train one experiment (``payload``: what models.automl.plan_sweep prepared) with ``threads``
     threads (default: every core of the process's machine or pod)."""
+    args = json.loads(payload)
+    if "experiments_db" not in args:  # a URL with a password stays out of Prefect: this pod's settings hold it
+        args["experiments_db"] = load_settings().experiments_location
+        payload = json.dumps(args)
     n = threads or int(os.environ.get("MNISTCL_TRIAL_THREADS") or os.cpu_count() or 1)
-    if json.loads(payload)["spec"]["family"] == "torchnet":  # no TensorFlow to import (seconds per trial)
+    if args["spec"]["family"] == "torchnet":  # no TensorFlow to import (seconds per trial)
         import torch
 
         quiet_frameworks()

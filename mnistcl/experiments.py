@@ -170,6 +170,14 @@ class ExperimentStore:
         with self._conn() as c:
             c.execute(f"UPDATE experiments SET {sets} WHERE id = {self.ph}", (*vals, int(exp_id)))
 
+    def requeue(self, exp_id: int) -> bool:
+        """A failed or never-started experiment back to `queued` (a resumed sweep runs it again);
+        False when it is in neither state any more (another resume took it)."""
+        with self._conn() as c:
+            cur = c.execute(f"UPDATE experiments SET status = 'queued', error = NULL, started = NULL, finished = NULL "
+                            f"WHERE id = {self.ph} AND status IN ('failed', 'queued')", (int(exp_id),))
+            return cur.rowcount == 1
+
     def _decode(self, row) -> Experiment:
         d = dict(row)
         for k in JSON_COLUMNS:

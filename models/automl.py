@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from mnistcl.experiments import ARTIFACTS_PREFIX, ExperimentStore
+from mnistcl.predlog import redact
 from mnistcl.stores import dataset_store
+from models.common import ParamError
 from models.search import (
     ExperimentSpec,
     Profile,
@@ -40,6 +42,7 @@ class SweepPlan:
     payloads: list[str]
     done: list[dict] = field(default_factory=list)  # a resumed sweep's experiments that finished before
     max_parallel_trials: int = 4
+    trial_timeout_s: float = 21600.0
 
 
 def new_sweep_id() -> str:
@@ -70,9 +73,24 @@ def plan_sweep(settings, *, profile_name: str = "quick", families: list[str] | N
     store = dataset_store(settings)
     version = store.resolve(dataset)
     exps = ExperimentStore(settings.experiments_location)
-    # Resuming a sweep: experiments that finished keep their results; the others run again under
-    # their own ids (a trial whose pod died is `failed`, and is retried here).
-    earlier = {(e.family, json.dumps(e.params, sort_keys=True)): e for e in exps.list(sweep=sweep)} if sweep else {}
+    # Resuming a sweep: experiments that finished keep their results; failed (a trial whose pod
+    # died) and never-started ones run again under their own ids, on the sweep's own dataset
+    # version and profile. One still running refuses the resume (it may be alive).
+    earlier = {}
+    if sweep:
+        rows = exps.list(sweep=sweep)
+        if not rows:
+            raise ParamError(f"no sweep {sweep!r} to resume (`mnistcl experiments list` shows the sweeps)")
+        running = [r.id for r in rows if r.status == "running"]
+        if running:
+            raise ParamError(f"sweep {sweep}: experiments {running} are still running; wait for them, or mark them "
+                             "failed if their trials are gone, before resuming")
+        kept = {(r.dataset, r.profile) for r in rows}
+        if len(kept) != 1 or next(iter(kept))[1] != prof.name:
+            raise ParamError(f"sweep {sweep} ran on {sorted(kept)}; resume it with the same profile "
+                             f"(asked: {prof.name})")
+        version = next(iter(kept))[0]
+        earlier = {(e.family, json.dumps(e.params, sort_keys=True)): e for e in rows}
     sweep = sweep or new_sweep_id()
     ids, payloads, todo, done = [], [], [], []
     for spec in specs:
@@ -83,7 +101,8 @@ def plan_sweep(settings, *, profile_name: str = "quick", families: list[str] | N
         todo.append(spec)
         if prev is not None:
             exp_id = int(prev.id)
-            exps.update(exp_id, status="queued", error=None, started=None, finished=None)
+            if not exps.requeue(exp_id):
+                raise ParamError(f"sweep {sweep}: experiment {exp_id} changed while resuming (another resume?)")
         else:
             exp_id = exps.create(sweep, spec.family, spec.params, dataset=version, profile=prof.name,
                                  config=spec.config)
@@ -95,7 +114,8 @@ def plan_sweep(settings, *, profile_name: str = "quick", families: list[str] | N
             "experiments_db": settings.experiments_location, "wandb_mode": settings.wandb_mode,
             "wandb_project": settings.wandb_project, "prune": prune,
         }))
-    return SweepPlan(sweep, prof, version, todo, ids, payloads, done, space.max_parallel_trials)
+    return SweepPlan(sweep, prof, version, todo, ids, payloads, done, space.max_parallel_trials,
+                     space.trial_timeout_s)
 
 
 RESULT_FIELDS = ("val_accuracy", "val_loss", "wall_s", "cpu_s", "param_count", "flops", "onnx_path",
@@ -108,6 +128,16 @@ def result_from_row(e) -> dict:
     status = e.status if e.status in ("completed", "pruned", "failed") else "failed"
     return {"id": int(e.id), "family": e.family, "params": e.params, "status": status,
             **{k: e.row.get(k) for k in RESULT_FIELDS}}
+
+
+def trial_payload(payload: str) -> str:
+    """The payload a trial's flow run gets: without a database URL that holds a password (flow
+    run parameters are stored in Prefect and shown in its UI); the trial takes it from its own
+    settings (on the cluster `MNISTCL_EXPERIMENTS_DB` from the Secret)."""
+    args = json.loads(payload)
+    if redact(args["experiments_db"]) != args["experiments_db"]:
+        del args["experiments_db"]
+    return json.dumps(args)
 
 
 def settle_trial(payload: str, ended: str) -> dict:

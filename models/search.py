@@ -49,6 +49,7 @@ class SearchSpace:
     families: dict[str, dict[str, str]]
     profiles: dict[str, Profile]
     max_parallel_trials: int = 4  # fanned out: trial runs in flight at once (each its own process, Job and GPU)
+    trial_timeout_s: float = 21600.0  # fanned out: a trial not final by then is cancelled and failed
 
 
 def load_search_space(path: Path | None = None) -> SearchSpace:
@@ -75,11 +76,13 @@ def load_search_space(path: Path | None = None) -> SearchSpace:
     fanout = raw.get("fanout") or {}
     try:
         parallel = int(fanout.get("max_parallel_trials", 4))
+        timeout = float(fanout.get("trial_timeout_s", 21600))
     except (TypeError, ValueError, AttributeError):
-        raise ParamError(f"{path}: fanout.max_parallel_trials must be a whole number") from None
-    if parallel < 1:
-        raise ParamError(f"{path}: fanout.max_parallel_trials must be at least 1, got {parallel}")
-    return SearchSpace(families=families, profiles=profiles, max_parallel_trials=parallel)
+        raise ParamError(f"{path}: fanout.max_parallel_trials and trial_timeout_s must be numbers") from None
+    if parallel < 1 or timeout <= 0:
+        raise ParamError(f"{path}: fanout.max_parallel_trials must be at least 1 and trial_timeout_s positive "
+                         f"(got {parallel}, {timeout})")
+    return SearchSpace(families=families, profiles=profiles, max_parallel_trials=parallel, trial_timeout_s=timeout)
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:

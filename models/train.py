@@ -255,7 +255,10 @@ def run_experiment(
         if study is not None:
             import optuna
 
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            try:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            except Exception:  # noqa: BLE001 - already ended (a sweep failed it as stale): the row says failed
+                pass
         tracker.finish(1)
     return result
 

@@ -46,7 +46,18 @@ def fanned_out(tmp_path_factory):
                                            limit=1))
         mp.setenv("PREFECT_API_URL", api)
         mp.setenv("PREFECT_API_AUTH_STRING", orch.auth_string(home))
-        yield {"api": api, "home": home, "work": work}
+        # Prefect reads its environment once, when first imported (maybe by an earlier test module).
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+        with temporary_settings(updates={PREFECT_API_URL: api, PREFECT_API_AUTH_STRING: orch.auth_string(home)}):
+            from prefect import get_client
+
+            deadline = time.time() + 120
+            with get_client(sync_client=True) as client:  # both workers have said hello
+                while len(client.read_workers_for_work_pool("mnistcl-local")) < 2:
+                    assert time.time() < deadline, "the workers never registered"
+                    time.sleep(1)
+            yield {"api": api, "home": home, "work": work}
     finally:
         mp.undo()
         for p in reversed(procs):
@@ -101,6 +112,13 @@ def test_trials_fan_out_share_one_study_survive_a_kill_and_resume(fanned_out, sw
 
     home = small_store.storage.root.parent
     exps = ExperimentStore(home / "experiments.db")
+
+    # Refused before anything is queued: a trial deployment that does not exist; a sweep to
+    # resume that does not exist.
+    with pytest.raises(ValueError, match="no deployment 'automl-trial/nope'"):
+        run_automl(fanout="automl-trial/nope", **sweep_args)
+    with pytest.raises(Exception, match="no sweep 'sweep-none' to resume"):
+        run_automl(fanout=TRIAL, sweep="sweep-none", **sweep_args)
 
     # The same sweep in the flow's own process pool, then fanned out: the same best model.
     local = run_automl(concurrency=2, **sweep_args)

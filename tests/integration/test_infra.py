@@ -237,7 +237,7 @@ def test_flows_without_a_gpu_run_on_the_cpu_nodes():
         assert pod["nodeSelector"] == {"mnist-continual/pool": "gpu" if gpu else "cpu"}, name
         assert bool(pod["tolerations"]) is gpu and (container["resources"]["limits"]["nvidia.com/gpu"] > 0) is gpu, name
         if not gpu:
-            assert container["resources"]["requests"]["cpu"] == "500m", name
+            assert container["resources"]["requests"]["cpu"] == ("2" if name == "train-k8s" else "500m"), name
 
 
 def test_every_aggregated_alert_keeps_its_namespace():
@@ -509,7 +509,8 @@ def test_the_model_servers_autoscaler_has_its_metrics_and_bounds():
     for env in ENVS:
         (sdep,) = [d for d in rendered(env) if d["kind"] == "SeldonDeployment"]
         (hpa,) = [cs["hpaSpec"] for p in sdep["spec"]["predictors"] for cs in p["componentSpecs"]]
-        assert hpa["metrics"][0]["resource"]["name"] == "cpu"
+        assert hpa["metricsv2"][0]["containerResource"] == {**hpa["metricsv2"][0]["containerResource"],
+                                                           "name": "cpu", "container": "classifier"}
         # The HPA's utilisation is a share of the CPU request: the container must have one.
         (pod,) = [cs["spec"] for p in sdep["spec"]["predictors"] for cs in p["componentSpecs"]]
         assert pod["containers"][0]["resources"]["requests"]["cpu"]

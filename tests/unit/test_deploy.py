@@ -105,8 +105,10 @@ def test_model_servers_autoscale_within_each_environments_bounds(tmp_path):
         hpa = champion["componentSpecs"][0]["hpaSpec"]
         assert (hpa["minReplicas"], hpa["maxReplicas"]) == (bounds["min_replicas"], bounds["max_replicas"])
         assert champion["replicas"] == bounds["min_replicas"]
-        assert hpa["metrics"] == [{"type": "Resource", "resource": {"name": "cpu", "target": {
-            "type": "Utilization", "averageUtilization": bounds["cpu_utilization"]}}}]
+        assert hpa["metricsv2"] == [{"type": "ContainerResource", "containerResource": {
+            "name": "cpu", "container": "classifier",
+            "target": {"type": "Utilization", "averageUtilization": bounds["cpu_utilization"]}}}]
+        assert champion["componentSpecs"][0]["spec"]["containers"][0]["name"] == "classifier"
         assert challenger["componentSpecs"][0]["hpaSpec"]["minReplicas"] == 1
     assert load_env("prod")["autoscaling"]["max_replicas"] > load_env("staging")["autoscaling"]["max_replicas"]
 
@@ -115,13 +117,17 @@ def test_model_servers_autoscale_within_each_environments_bounds(tmp_path):
     path = tmp_path / "deploy.yaml"
     path.write_text(yaml.safe_dump(cfg))
     (sdep,) = render("staging", "m1", path=path)
-    metrics = sdep["spec"]["predictors"][0]["componentSpecs"][0]["hpaSpec"]["metrics"]
+    metrics = sdep["spec"]["predictors"][0]["componentSpecs"][0]["hpaSpec"]["metricsv2"]
     assert metrics[1] == {"type": "Pods", "pods": {"metric": {"name": "mnist_requests_per_second"},
                                                    "target": {"type": "AverageValue", "averageValue": "150"}}}
     check_seldon_deployment(sdep)
     for mutate, needle in [(lambda h: h.pop("maxReplicas"), "maxReplicas"),
-                           (lambda h: h["metrics"][0].update(type="Cpu"), "Cpu"),
-                           (lambda h: h["metrics"][0]["resource"]["target"].update(averageUtilization=170), "170"),
+                           (lambda h: h["metricsv2"][0].update(type="Cpu"), "Cpu"),
+                           (lambda h: h["metricsv2"][0]["containerResource"]["target"].update(averageUtilization="x"),
+                            "x"),
+                           # v2beta1's field inside a v2 target: the CRD (and so the API server) refuses it
+                           (lambda h: h["metricsv2"][0]["containerResource"]["target"].update(targetAverageUtilization=70),
+                            "targetAverageUtilization"),
                            (lambda h: h.update(minReplicas=0), "0")]:
         bad = copy.deepcopy(sdep)
         mutate(bad["spec"]["predictors"][0]["componentSpecs"][0]["hpaSpec"])

@@ -6,4 +6,11 @@ resource "helm_release" "metrics_server" {
   chart      = "metrics-server"
   version    = var.metrics_server_version
   namespace  = "kube-system"
+
+  # Two replicas and a disruption budget: the cluster autoscaler may drain a node that holds one
+  # (skip-nodes-with-system-pods is off), and the autoscalers would lose their CPU figures meanwhile.
+  values = [yamlencode({
+    replicas            = 2
+    podDisruptionBudget = { enabled = true, minAvailable = 1 }
+  })]
 }
