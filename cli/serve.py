@@ -105,6 +105,40 @@ def predict_cmd(
 
 
 
+@app.command("feedback")
+def feedback_cmd(
+    ctx: typer.Context,
+    request_id: Annotated[str, typer.Argument(help="The request id a prediction answered with.")],
+    labels: Annotated[list[int], typer.Argument(help="The true digit of each image of that request, in order.")],
+    url: Annotated[str | None, typer.Option(help="Server URL (default http://127.0.0.1:SERVE_PORT).")] = None,
+) -> None:
+    """Send the true labels of an earlier prediction, with this installation's feedback token
+    (MNISTCL_FEEDBACK_TOKEN, or the one `mnistcl serve` generated in <home>/secrets).
+
+    Labels are written once: the same labels again change nothing; different ones are refused (409)
+    and kept for review.
+
+    Example:
+
+      mnistcl feedback 3f2a9c0e5b7d4e1fa2b3c4d5e6f70812 1 2 5
+    """
+    import httpx
+
+    from serving.client import ModelServer, ServerError
+
+    settings = _settings(ctx)
+    base = url or f"http://127.0.0.1:{settings.serve_port}"
+    try:
+        with ModelServer(base, feedback_token=settings.feedback_token_value()) as server:
+            tags = server.feedback(request_id, labels)["meta"]["tags"]
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the server at {base}: {exc} (start it with `mnistcl serve`)")
+    except ServerError as exc:
+        _fail(f"server answered {exc.status}: {exc.text[:500]}", code=1)
+    console.print(f"request {tags['request_id']}: {int(tags['correct'])} of {int(tags['labelled'])} predicted right; "
+                  f"labelled by {tags.get('labeller')}")
+
+
 @app.command("smoke")
 def smoke(
     ctx: typer.Context,

@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     )
     feedback_token: SecretStr = Field(
         default=SecretStr(""),
-        description="The token this installation's clients (the scenario, `mnistcl feedback`) send with feedback "
+        description="The token this installation's clients (the scenario, `mnistcl feedback`, `serving.client.ModelServer`) send with feedback "
                     "(use MNISTCL_FEEDBACK_TOKEN); empty: the local one, generated once as <home>/secrets/feedback-token.",
     )
     feedback_tokens: SecretStr = Field(

@@ -322,9 +322,11 @@ def test_cli_predict_export_and_retrain_data(server, mnist_small, tmp_path, monk
     assert r.exit_code == 0, r.output
     assert "digits:" in r.output and "model m" in r.output
     rid = r.output.split("request ")[-1].split()[0]
-    fb = feedback(server, {
-        "request": {"meta": {"tags": {"request_id": rid}}}, "truth": {"data": {"ndarray": y[20:23].tolist()}}})
-    assert fb.status_code == 200
+    monkeypatch.setenv("MNISTCL_FEEDBACK_TOKEN", FEEDBACK_TOKEN)
+    r = runner.invoke(app, ["feedback", rid, *map(str, y[20:23]), "--url", server["url"]])
+    assert r.exit_code == 0 and "labelled by tester" in r.output, r.output
+    again = runner.invoke(app, ["feedback", rid, *map(str, (y[20:23] + 1) % 10), "--url", server["url"]])
+    assert again.exit_code == 1 and "409" in again.output and "written once" in again.output, again.output
 
     out = tmp_path / "export.csv"
     r = runner.invoke(app, ["predictions", "export", "--format", "csv", "-o", str(out), "--since", "1h"])
