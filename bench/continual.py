@@ -167,10 +167,10 @@ def run_seed(args, seed: int) -> dict:
                 oy = np.concatenate([seen_y[g][i] for g, i in picks])
                 mx, my = np.concatenate([x, ox]), np.concatenate([y, oy])
                 if strat == "finetune-replay-augment":
-                    from retraining.augment import augment
+                    from retraining.augment import augment_labelled
 
-                    ax = augment(x, args.augment, np.random.default_rng([sc.seed, i]))
-                    mx, my = np.concatenate([mx, ax]), np.concatenate([my, np.tile(y, args.augment)])
+                    ax, ay = augment_labelled(x, y, args.augment, np.random.default_rng([sc.seed, i]))
+                    mx, my = np.concatenate([mx, ax]), np.concatenate([my, ay])
                 elif strat == "finetune-replay-repeat":
                     mx = np.concatenate([mx, np.tile(x, (args.augment, 1, 1))])
                     my = np.concatenate([my, np.tile(y, args.augment)])

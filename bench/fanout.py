@@ -75,19 +75,13 @@ def _wait_for_workers(n: int, timeout: float = 120.0) -> None:
             time.sleep(1)
 
 
-def _flow_run_spans(api: str, auth: str, sweep: str) -> dict[int, float]:
+def _flow_run_spans(api: str, home: Path, sweep: str) -> dict[int, float]:
     """Each trial flow run's wall time (start to end), by experiment id: its overhead is this minus
     the experiment's own training time."""
-    import uuid
+    from deployment.orchestrate import api_http
 
-    import httpx
-
-    user, _, password = auth.partition(":")
-    with httpx.Client(auth=(user, password), timeout=30) as c:
-        cid = uuid.uuid4().hex
-        tok = c.get(f"{api}/csrf-token", params={"client": cid}).json()["token"]
-        runs = c.post(f"{api}/flow_runs/filter", headers={"Prefect-Csrf-Token": tok, "Prefect-Csrf-Client": cid},
-                      json={"flows": {"name": {"any_": ["automl-trial"]}}, "limit": 200}).json()
+    with api_http(api, home, timeout=30) as c:
+        runs = c.post(f"{api}/flow_runs/filter", json={"flows": {"name": {"any_": ["automl-trial"]}}, "limit": 200}).json()
     out = {}
     for r in runs:
         payload = json.loads(r["parameters"]["payload"])
@@ -166,7 +160,7 @@ def main() -> None:
             t = time.perf_counter()
             summary = run_automl(fanout=TRIAL, **common)
             cases[f"fanout_{n}"] = _sweep_stats(settings, summary)
-            spans = _flow_run_spans(api, orch.auth_string(phome), summary["sweep"])
+            spans = _flow_run_spans(api, phome, summary["sweep"])
             for tr in cases[f"fanout_{n}"]["trials"]:
                 tr["flow_run_s"] = spans.get(tr["id"])
             print(f"fanout over {n} worker(s): {time.perf_counter() - t:.0f} s", flush=True)

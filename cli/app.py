@@ -153,7 +153,10 @@ def use_local_prefect(settings: Settings) -> None:
 
     if settings.prefect_api:
         os.environ["PREFECT_API_URL"] = settings.prefect_api
-        local = settings.home_dir / "prefect" / "secrets" / "prefect-auth"  # `mnistcl prefect up`'s server
+        from deployment.orchestrate import LOCAL_AUTH_SECRET
+        from mnistcl.credentials import secret_path
+
+        local = secret_path(settings.home_dir / "prefect", LOCAL_AUTH_SECRET)  # `mnistcl prefect up`'s server
         if "PREFECT_API_AUTH_STRING" not in os.environ and local.is_file():
             os.environ["PREFECT_API_AUTH_STRING"] = local.read_text().strip()
         return

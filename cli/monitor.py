@@ -120,10 +120,7 @@ def monitor_relay(
     api = prefect_api or settings.prefect_api
     if not api:
         _fail("no Prefect API: pass --prefect-api or set PREFECT_API_URL")
-    from mnistcl.credentials import local_secret
-
-    token = settings.relay_token.get_secret_value() or local_secret(settings.home_dir, "relay-token")
-    serve(host, port, api, events_log=settings.events_log, token=token)
+    serve(host, port, api, events_log=settings.events_log, token=settings.relay_token_value())
 
 
 @app.command("retrain")

@@ -98,10 +98,29 @@ def write_gpu_template(path: Path = GPU_TEMPLATE) -> Path:
     return path
 
 
+LOCAL_AUTH_SECRET = "prefect-auth"  # the local server's: <prefect home>/secrets/prefect-auth
+
+
 def auth_string(home: Path) -> str:
     """The local server's basic-auth ``admin:<random>``, generated once into ``<home>/secrets``
     (the server, the worker, every flow run and the CLI read it from there)."""
-    return local_secret(home, "prefect-auth", make=lambda: "admin:" + secrets.token_urlsafe(24))
+    return local_secret(home, LOCAL_AUTH_SECRET, make=lambda: "admin:" + secrets.token_urlsafe(24))
+
+
+def api_http(api_url: str, home: Path, timeout: float = 10.0):
+    """An httpx client for plain HTTP calls to the local server kept in ``home``, as every client
+    must talk to it: its basic-auth string and a CSRF token."""
+    import uuid
+
+    import httpx
+
+    user, _, password = auth_string(home).partition(":")
+    client = httpx.Client(auth=(user, password), timeout=timeout)
+    cid = uuid.uuid4().hex
+    token = client.get(f"{api_url.rstrip('/')}/csrf-token", params={"client": cid})
+    token.raise_for_status()
+    client.headers.update({"Prefect-Csrf-Token": token.json()["token"], "Prefect-Csrf-Client": cid})
+    return client
 
 
 def prefect_env(api_url: str, home: Path) -> dict[str, str]:

@@ -36,8 +36,6 @@ from validation.promote import validate_register_promote
 def check_trial_deployment(name: str) -> None:
     """Before anything is queued: the trial deployment exists and its work pool has a worker that
     was seen in the last minutes (otherwise the trials would wait for their timeout)."""
-    import time as _time
-
     from prefect import get_client
     from prefect.exceptions import ObjectNotFound
 
@@ -48,7 +46,7 @@ def check_trial_deployment(name: str) -> None:
             raise ValueError(f"no deployment {name!r}: deploy it (`mnistcl prefect up`, or `prefect deploy --name "
                              f"{name.split('/')[-1]}`) before a fanned-out sweep") from None
         workers = client.read_workers_for_work_pool(dep.work_pool_name)
-    recent = [w for w in workers if w.last_heartbeat_time and _time.time() - w.last_heartbeat_time.timestamp() < 300]
+    recent = [w for w in workers if w.last_heartbeat_time and time.time() - w.last_heartbeat_time.timestamp() < 300]
     if not recent:
         raise ValueError(f"work pool {dep.work_pool_name!r} has no live worker: its trials would never start "
                          f"(start one: prefect worker start --pool {dep.work_pool_name})")
@@ -67,9 +65,9 @@ def run_trial(payload: str, exp_id: int, label: str, deployment: str, timeout_s:
     if not (run.state and run.state.is_final()):
         with get_client(sync_client=True) as client:
             client.set_flow_run_state(run.id, Cancelling(message=f"not final after {timeout_s:.0f} s"), force=True)
-    result = settle_trial(payload, run.state.name if run.state else "without a state")
-    get_run_logger().info("#%s %s: %s (flow run %s, %s)", exp_id, label, result["status"], run.name,
-                          run.state.name if run.state else "?")
+    ended = run.state.name if run.state else "without a state"
+    result = settle_trial(payload, ended)
+    get_run_logger().info("#%s %s: %s (flow run %s, %s)", exp_id, label, result["status"], run.name, ended)
     return result
 
 

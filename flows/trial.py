@@ -17,7 +17,7 @@ import os
 from prefect import flow, get_run_logger
 
 from mnistcl.settings import load_settings
-from models.train import init_worker, quiet_frameworks, run_in_worker
+from models.train import init_worker, run_in_worker
 
 
 @flow(name="automl-trial", log_prints=True)
@@ -29,14 +29,7 @@ def trial(payload: str, threads: int | None = None) -> dict:
         args["experiments_db"] = load_settings().experiments_location
         payload = json.dumps(args)
     n = threads or int(os.environ.get("MNISTCL_TRIAL_THREADS") or os.cpu_count() or 1)
-    if args["spec"]["family"] == "torchnet":  # no TensorFlow to import (seconds per trial)
-        import torch
-
-        quiet_frameworks()
-        os.environ["OMP_NUM_THREADS"] = str(n)
-        torch.set_num_threads(n)
-    else:
-        init_worker(n)
+    init_worker(n, tensorflow=args["spec"]["family"] != "torchnet")
     result = run_in_worker(payload)
     get_run_logger().info("experiment %s (%s): %s, val accuracy %s", result["id"], result["family"],
                           result["status"], result.get("val_accuracy"))

@@ -13,6 +13,7 @@ import hmac
 import os
 import re
 import secrets
+import time
 from pathlib import Path
 
 MIN_TOKEN_CHARS = 16
@@ -23,12 +24,15 @@ class CredentialError(ValueError):
     """A token list or token file is malformed; the message names the problem (never the token)."""
 
 
+def secret_path(home: Path, name: str) -> Path:
+    return Path(home) / "secrets" / name
+
+
 def local_secret(home: Path, name: str, *, make=lambda: secrets.token_urlsafe(24)) -> str:
     """The secret ``<home>/secrets/<name>``, generated on first use (mode 0600, in a 0700 folder).
     Two processes asking at once get the same value: the file is created exclusively."""
-    folder = Path(home) / "secrets"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = folder / name
+    path = secret_path(home, name)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -36,8 +40,6 @@ def local_secret(home: Path, name: str, *, make=lambda: secrets.token_urlsafe(24
             value = path.read_text().strip()
             if value:
                 return value
-            import time
-
             time.sleep(0.05)
         raise CredentialError(f"{path} is empty: delete it to have a new secret generated") from None
     value = make()

@@ -22,6 +22,11 @@ from mnistcl.tracking import track_dataset_version
 log = logging.getLogger(__name__)
 
 DATASET_UPDATED = "mnistcl.dataset.updated"
+# What a monitoring check raises (monitoring/check.py); the Alertmanager relay forwards only these.
+DRIFT_DETECTED = "mnistcl.drift.detected"
+CONFIDENCE_LOW = "mnistcl.confidence.low"
+ACCURACY_LOW = "mnistcl.accuracy.low"
+MONITORING_EVENTS = frozenset({DRIFT_DETECTED, CONFIDENCE_LOW, ACCURACY_LOW})
 
 
 def make_event(name: str, resource_id: str, payload: dict[str, Any] | None = None,

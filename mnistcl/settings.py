@@ -228,6 +228,10 @@ class Settings(BaseSettings):
         """The feedback token clients send (generated into the home on first use)."""
         return self.feedback_token.get_secret_value() or local_secret(self.home_dir, "feedback-token")
 
+    def relay_token_value(self) -> str:
+        """The token the Alertmanager relay requires (generated into the home on first use)."""
+        return self.relay_token.get_secret_value() or local_secret(self.home_dir, "relay-token")
+
     def feedback_tokens_value(self) -> str:
         """The token list the model server is started with."""
         return self.feedback_tokens.get_secret_value() or f"{self.feedback_labeller}:{self.feedback_token_value()}"

@@ -24,6 +24,7 @@ from models.common import ParamError
 from models.search import (
     ExperimentSpec,
     Profile,
+    SearchSpace,
     expand,
     load_search_space,
     parse_overrides,
@@ -41,8 +42,8 @@ class SweepPlan:
     exp_ids: list[int]
     payloads: list[str]
     done: list[dict] = field(default_factory=list)  # a resumed sweep's experiments that finished before
-    max_parallel_trials: int = 4
-    trial_timeout_s: float = 21600.0
+    max_parallel_trials: int = SearchSpace.max_parallel_trials
+    trial_timeout_s: float = SearchSpace.trial_timeout_s
 
 
 def new_sweep_id() -> str:

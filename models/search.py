@@ -75,8 +75,8 @@ def load_search_space(path: Path | None = None) -> SearchSpace:
             raise ParamError(f"{path}: profile {name!r} is malformed: {exc}") from None
     fanout = raw.get("fanout") or {}
     try:
-        parallel = int(fanout.get("max_parallel_trials", 4))
-        timeout = float(fanout.get("trial_timeout_s", 21600))
+        parallel = int(fanout.get("max_parallel_trials", SearchSpace.max_parallel_trials))
+        timeout = float(fanout.get("trial_timeout_s", SearchSpace.trial_timeout_s))
     except (TypeError, ValueError, AttributeError):
         raise ParamError(f"{path}: fanout.max_parallel_trials and trial_timeout_s must be numbers") from None
     if parallel < 1 or timeout <= 0:

@@ -141,14 +141,14 @@ def _pruning_trial(storage, study_name: str):
     return study, study.ask()
 
 
-def fail_stale_trials(experiments_db: str, home: Path | None, study_name: str, exp_id: int) -> int:
+def fail_stale_trials(experiments_db: str, home: Path | None, name: str, exp_id: int) -> int:
     """Mark the study's trials of experiment ``exp_id`` that are still running as failed (its
     process died: a killed pod or flow run); return how many."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.load_study(study_name=study_name, storage=pruning_storage(experiments_db, home))
+        study = optuna.load_study(study_name=name, storage=pruning_storage(experiments_db, home))
     except KeyError:  # no study: the trial died before it asked for one
         return 0
     stale = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
@@ -276,13 +276,16 @@ def quiet_frameworks() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def init_worker(threads: int) -> None:
-    """Process-pool initializer: pin each framework to its share of the cores."""
+def init_worker(threads: int, tensorflow: bool = True) -> None:
+    """Process-pool initializer: pin each framework to its share of the cores (``tensorflow=False``:
+    PyTorch only, for a process that trains no Keras model: TensorFlow's import takes seconds)."""
     quiet_frameworks()
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
 
     torch.set_num_threads(threads)
+    if not tensorflow:
+        return
     try:
         import tensorflow as tf
     except ImportError:  # a Keras-on-PyTorch image (e.g. a CUDA image without TensorFlow)

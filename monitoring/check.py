@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from mnistcl.datasets import DatasetError
-from mnistcl.events import announce
+from mnistcl.events import ACCURACY_LOW, CONFIDENCE_LOW, DRIFT_DETECTED, announce
 from mnistcl.predlog import PredictionLog
 from mnistcl.registry import RegistryError
 from mnistcl.stores import stores
@@ -50,9 +50,6 @@ from monitoring.rules import (
 )
 from monitoring.state import Decision, cooldown_from, decide, monitor_state, retrain_lease
 
-DRIFT_DETECTED = "mnistcl.drift.detected"
-CONFIDENCE_LOW = "mnistcl.confidence.low"
-ACCURACY_LOW = "mnistcl.accuracy.low"
 REFERENCE_SEED = 7
 REPORTS_PREFIX = "reports/checks"  # in the shared storage: one folder per check, named by its window's end
 MIN_BATCH_IMAGES = 200  # a production batch smaller than this is too noisy to serve as a drift reference

@@ -35,7 +35,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from mnistcl.events import make_event
+from mnistcl.events import MONITORING_EVENTS, make_event
 from mnistcl.prefect_client import PrefectError, post_events
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ TOKEN_ENV = "MNISTCL_RELAY_TOKEN"
 SOCKET_TIMEOUT_S = 10
 MAX_CONNECTIONS = 32
 #: The events an alert may name (what the monitoring raises and prefect.yaml's triggers expect).
-EVENTS = frozenset({"mnistcl.confidence.low", "mnistcl.drift.detected", "mnistcl.accuracy.low"})
+EVENTS = MONITORING_EVENTS
 _ALERT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 
 

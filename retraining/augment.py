@@ -5,6 +5,7 @@ moved by a small random affine transform (rotation, scale, shift) that keeps its
 model sees the cohort's strokes in more positions than the batch holds. Deterministic per seed.
 
   augment(x, copies=2, rng=np.random.default_rng(0))  ->  (copies * n, 28, 28) uint8
+  augment_labelled(x, y, 2, rng)                      ->  the same with their labels
 """
 
 from __future__ import annotations
@@ -36,3 +37,8 @@ def augment(x: np.ndarray, copies: int, rng: np.random.Generator) -> np.ndarray:
         offset = centre - matrix @ (centre + shift[i])
         out[i] = ndimage.affine_transform(src[i], matrix, offset=offset, order=1, mode="constant", cval=0.0)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def augment_labelled(x: np.ndarray, y: np.ndarray, copies: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The transformed copies of ``x`` with their labels (copy-major, as :func:`augment` orders them)."""
+    return augment(x, copies, rng), np.tile(np.asarray(y), copies)

@@ -38,7 +38,7 @@ from models.finetune import finetune
 from models.search import family_module
 from monitoring.rules import load_config
 from monitoring.state import RetrainBusy, died, monitor_state, retrain_lease
-from retraining.augment import augment
+from retraining.augment import augment_labelled
 from validation.gate import eval_fraction, load_gate
 from validation.promote import register_and_act, validate_candidate
 
@@ -154,8 +154,8 @@ def training_data(settings, prep: PreparedData, strategy: str, *, replay: float 
         counts = {"new": int(new.sum()), "total": int(len(idx))}
     x, y = data.train_x[idx], data.train_y[idx]
     if strategy == "finetune-replay" and augment_copies > 0:  # new_idx: the new images, as above
-        x = np.concatenate([x, augment(data.train_x[new_idx], augment_copies, rng)])
-        y = np.concatenate([y, np.tile(data.train_y[new_idx], augment_copies)])
+        ax, ay = augment_labelled(data.train_x[new_idx], data.train_y[new_idx], augment_copies, rng)
+        x, y = np.concatenate([x, ax]), np.concatenate([y, ay])
         counts["augmented"] = int(len(new_idx) * augment_copies)
     order = rng.permutation(len(y))
     return TrainData(x[order], y[order], xv, yv), {**counts, "val_slice": newest}

@@ -24,17 +24,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 import threading
-
-log = logging.getLogger(__name__)
 
 #: Per request thread: ``token`` is what the caller presented (None: nothing).
 CALLER = threading.local()
-#: Routes that take a body (the wrapper's predict and feedback aliases).
-BODY_ROUTES = frozenset({"/predict", "/api/v1.0/predictions", "/api/v0.1/predictions",
-                         "/send-feedback", "/api/v1.0/feedback", "/api/v0.1/feedback"})
+#: Routes that take a body: the wrapper's predict and feedback aliases.
 FEEDBACK_ROUTES = frozenset({"/send-feedback", "/api/v1.0/feedback", "/api/v0.1/feedback"})
+BODY_ROUTES = FEEDBACK_ROUTES | {"/predict", "/api/v1.0/predictions", "/api/v0.1/predictions"}
 #: The wrapper's other POST routes: this component is a model, not a router or transformer.
 UNUSED_ROUTES = frozenset({"/transform-input", "/transform-output", "/route", "/aggregate"})
 #: Read and drop at most this many times the limit before answering 413 (beyond it, close).
@@ -80,7 +76,7 @@ def loads(body: bytes):
 
 def install(app, *, max_bytes: int, cors_origins: list[str] | None = None) -> None:
     """Put the edge in front of the wrapper's Flask app."""
-    from flask import jsonify, request
+    from flask import Flask, jsonify, request
     from werkzeug.exceptions import HTTPException
 
     def reply(message: str, status: int):
@@ -91,8 +87,6 @@ def install(app, *, max_bytes: int, cors_origins: list[str] | None = None) -> No
 
     # The wrapper calls flask_cors.CORS(app) for every origin: take out its hook, and its wrappers
     # of Flask's error handling (which put the caller's Origin on every error answer).
-    from flask import Flask
-
     app.after_request_funcs[None] = [f for f in app.after_request_funcs.get(None, [])
                                      if getattr(f, "__name__", "") != "cors_after_request"]
     app.handle_exception = Flask.handle_exception.__get__(app)

@@ -33,7 +33,7 @@ from mnistcl.onnx_utils import OnnxModel
 from mnistcl.predlog import FeedbackConflict, LogUnavailable, PredictionLog
 from mnistcl.registry import Registry
 from mnistcl.storage import open_storage
-from serving.edge import CALLER
+from serving.edge import CALLER, EdgeError
 from serving.payload import PayloadError, parse
 
 log = logging.getLogger(__name__)
@@ -240,9 +240,10 @@ class MnistModel:
         fb = feedback if isinstance(feedback, dict) else _feedback_parts(feedback)
         try:
             labeller = self._labeller(fb)
-            request_id = self.predlog.find_request(*_feedback_ids(fb))
+            ids = _feedback_ids(fb)
+            request_id = self.predlog.find_request(*ids)
             if request_id is None:
-                ids = [i for i in _feedback_ids(fb) if i]
+                ids = [i for i in ids if i]
                 raise KeyError(f"no prediction with request id {ids[0]!r}" if ids else
                                "feedback needs the prediction's request id: request.meta.tags.request_id or the "
                                "response's meta.tags.request_id / meta.puid")
@@ -259,7 +260,7 @@ class MnistModel:
         except LogUnavailable as exc:
             self._record("feedback", "error", started)
             raise unavailable(f"{exc}; the feedback was not recorded, send it again later") from None
-        except Refused as exc:
+        except EdgeError as exc:
             self._log_rejected("feedback", exc.message)
             self._record("feedback", "unauthorized", started)
             raise refused(exc.status, exc.message) from None
@@ -284,20 +285,20 @@ class MnistModel:
                                   "labeller": labeller}}})
 
     def _labeller(self, fb: dict) -> str:
-        """Who sends this feedback: the holder of the token presented (Refused without one)."""
+        """Who sends this feedback: the holder of the token presented (EdgeError 401/403 without one)."""
         if not self.feedback_tokens:
-            raise Refused(403, "feedback is closed: the server has no feedback tokens (MNISTCL_FEEDBACK_TOKENS)")
+            raise EdgeError(403, "feedback is closed: the server has no feedback tokens (MNISTCL_FEEDBACK_TOKENS)")
         presented = [getattr(CALLER, "token", None)] + [
             _tags(fb.get(part)).get("feedback_token") for part in ("truth", "request")]
         presented = [t for t in presented if isinstance(t, str) and t]
         if not presented:
-            raise Refused(401, "feedback needs a feedback token (Authorization: Bearer <token>, or "
+            raise EdgeError(401, "feedback needs a feedback token (Authorization: Bearer <token>, or "
                                "truth.meta.tags.feedback_token)")
         for token in presented:  # a gateway's own Authorization header must not hide the message's token
             name = who(self.feedback_tokens, token)
             if name is not None:
                 return name
-        raise Refused(403, "the feedback token is not valid")
+        raise EdgeError(403, "the feedback token is not valid")
 
     def _log_rejected(self, endpoint: str, reason: str) -> None:
         """Keep a rejected payload's reason; with the log down the client still gets its 400."""
@@ -324,12 +325,6 @@ class MnistModel:
                 "outputs": [{"messagetype": "ndarray", "schema": {"shape": [10]}}]}
 
 
-class Refused(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
 def _tokens(env: str) -> dict[str, str]:
     """A token list from ``env`` or the file named by ``env``_FILE ({} when neither is set)."""
     path = os.environ.get(f"{env}_FILE")
@@ -352,27 +347,26 @@ def _feedback_parts(feedback) -> dict:
     return out
 
 
-def _tags(message) -> dict:
+def _meta(message) -> dict:
     meta = message.get("meta") if isinstance(message, dict) else None
-    tags = meta.get("tags") if isinstance(meta, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def _tags(message) -> dict:
+    tags = _meta(message).get("tags")
     return tags if isinstance(tags, dict) else {}
 
 
 def _puid(request: dict) -> str | None:
-    meta = request.get("meta")
-    puid = meta.get("puid") if isinstance(meta, dict) else None
+    puid = _meta(request).get("puid")
     return str(puid)[:128] if isinstance(puid, str) and puid else None
 
 
 def _feedback_ids(fb: dict) -> tuple[str | None, str | None]:
     """(request id, puid) named by a feedback: the request's tags, then the response's, then the puids."""
     rid = _tags(fb.get("request")).get("request_id") or _tags(fb.get("response")).get("request_id")
-    puid = None
-    for part in ("response", "request"):
-        meta = (fb.get(part) or {}).get("meta") if isinstance(fb.get(part), dict) else None
-        if isinstance(meta, dict) and isinstance(meta.get("puid"), str) and meta["puid"]:
-            puid = meta["puid"]
-            break
+    puids = [_meta(fb.get(part)).get("puid") for part in ("response", "request")]
+    puid = next((p for p in puids if isinstance(p, str) and p), None)
     return (str(rid) if isinstance(rid, (str, int)) and rid != "" else None), puid
 
 
@@ -398,32 +392,30 @@ def _truth(fb: dict) -> list[int] | None:
     return [int(v) for v in labels]
 
 
-def refused(status: int, message: str) -> Exception:
-    """Seldon's exception with a 401, 403 or 409 (REST status; gRPC puts the message in the details)."""
+def seldon_error(status: int, message: str) -> Exception:
+    """Seldon's exception with our status (the REST answer; its str() carries the message, which
+    gRPC puts in the status details)."""
     from seldon_core.flask_utils import SeldonMicroserviceException
 
-    exc = SeldonMicroserviceException(message, status_code=status,
-                                      reason="MICROSERVICE_CONFLICT" if status == 409 else "MICROSERVICE_UNAUTHORIZED")
+    reason = {400: "MICROSERVICE_BAD_DATA", 409: "MICROSERVICE_CONFLICT",
+              503: "MICROSERVICE_UNAVAILABLE"}.get(status, "MICROSERVICE_UNAUTHORIZED")
+    exc = SeldonMicroserviceException(message, status_code=status, reason=reason)
     exc.args = (message,)
     return exc
+
+
+def refused(status: int, message: str) -> Exception:
+    """A 401, 403 or 409."""
+    return seldon_error(status, message)
 
 
 def bad_request(message: str) -> Exception:
-    """Seldon's 400 for REST; its str() carries the message, which gRPC puts in the status details."""
-    from seldon_core.flask_utils import SeldonMicroserviceException
-
-    exc = SeldonMicroserviceException(message, status_code=400)
-    exc.args = (message,)
-    return exc
+    return seldon_error(400, message)
 
 
 def unavailable(message: str) -> Exception:
-    """Seldon's exception with status 503: the server is up but cannot do its work now."""
-    from seldon_core.flask_utils import SeldonMicroserviceException
-
-    exc = SeldonMicroserviceException(message, status_code=503, reason="MICROSERVICE_UNAVAILABLE")
-    exc.args = (message,)
-    return exc
+    """The server is up but cannot do its work now (503)."""
+    return seldon_error(503, message)
 
 
 def proto_to_request(msg) -> dict:

@@ -7,7 +7,6 @@ import signal
 import threading
 import time
 
-import httpx
 import psutil
 import pytest
 
@@ -81,17 +80,13 @@ def _study(home, sweep):
                              storage=pruning_storage(str(home / "experiments.db"), home))
 
 
-def _kill_one_trial(api: str, auth: str, killed: list, stop: threading.Event) -> None:
+def _kill_one_trial(api: str, home, killed: list, stop: threading.Event) -> None:
     """SIGKILL the process of the first trial flow run seen running (found by the flow run id the
     worker puts in its environment)."""
-    user, _, password = auth.partition(":")
     while not stop.is_set() and not killed:
-        with httpx.Client(auth=(user, password), timeout=10) as c:
-            cid = "t" * 8
-            tok = c.get(f"{api}/csrf-token", params={"client": cid}).json()["token"]
-            runs = c.post(f"{api}/flow_runs/filter", headers={"Prefect-Csrf-Token": tok, "Prefect-Csrf-Client": cid},
-                          json={"flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}},
-                                "flows": {"name": {"any_": ["automl-trial"]}}}).json()
+        with orch.api_http(api, home) as c:
+            runs = c.post(f"{api}/flow_runs/filter", json={"flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}},
+                                                           "flows": {"name": {"any_": ["automl-trial"]}}}).json()
         for run in runs:
             for p in psutil.process_iter():
                 try:
@@ -139,8 +134,8 @@ def test_trials_fan_out_share_one_study_survive_a_kill_and_resume(fanned_out, sw
 
     # A trial killed mid-run: the sweep still finishes, that experiment failed, its Optuna trial too.
     killed, stop = [], threading.Event()
-    killer = threading.Thread(target=_kill_one_trial, args=(fanned_out["api"], orch.auth_string(fanned_out["home"]),
-                                                            killed, stop), daemon=True)
+    killer = threading.Thread(target=_kill_one_trial, args=(fanned_out["api"], fanned_out["home"], killed, stop),
+                              daemon=True)
     killer.start()
     try:
         hurt = run_automl(fanout=TRIAL, **sweep_args)

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import threading
 import time
-import uuid
 from datetime import UTC, datetime
 
 import httpx
@@ -55,21 +54,10 @@ def prefect(tmp_path_factory):
         # This process's Prefect client (mnistcl.prefect_client, announce) authenticates as the CLI does.
         mp.setenv("PREFECT_API_AUTH_STRING", orch.auth_string(work / "home"))
         yield {"api": api, "home": work / "home", "work": work, "deploy_output": out,
-               "http": api_http(api, orch.auth_string(work / "home"))}
+               "http": orch.api_http(api, work / "home")}
     finally:
         mp.undo()
         launch.stop(server, term_wait=30)
-
-
-def api_http(api: str, auth: str) -> httpx.Client:
-    """Plain HTTP to the local server as a client must talk to it: basic auth and a CSRF token."""
-    user, _, password = auth.partition(":")
-    client = httpx.Client(auth=(user, password), timeout=10)
-    cid = uuid.uuid4().hex
-    token = client.get(f"{api}/csrf-token", params={"client": cid})
-    token.raise_for_status()
-    client.headers.update({"Prefect-Csrf-Token": token.json()["token"], "Prefect-Csrf-Client": cid})
-    return client
 
 
 TRAIN_IMAGE = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/mnist-continual/train:0a1b2c3"
