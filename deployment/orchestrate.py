@@ -114,13 +114,12 @@ def api_http(api_url: str, home: Path, timeout: float = 10.0):
 
     import httpx
 
-    user, _, password = auth_string(home).partition(":")
-    client = httpx.Client(auth=(user, password), timeout=timeout)
+    auth = tuple(auth_string(home).split(":", 1))
     cid = uuid.uuid4().hex
-    token = client.get(f"{api_url.rstrip('/')}/csrf-token", params={"client": cid})
-    token.raise_for_status()
-    client.headers.update({"Prefect-Csrf-Token": token.json()["token"], "Prefect-Csrf-Client": cid})
-    return client
+    token = httpx.get(f"{api_url.rstrip('/')}/csrf-token", params={"client": cid}, auth=auth, timeout=timeout)
+    token.raise_for_status()  # fetched apart: a client used once cannot be entered with `with` afterwards
+    return httpx.Client(auth=auth, timeout=timeout,
+                        headers={"Prefect-Csrf-Token": token.json()["token"], "Prefect-Csrf-Client": cid})
 
 
 def prefect_env(api_url: str, home: Path) -> dict[str, str]:
