@@ -9,7 +9,11 @@ reference of 5,000 MNIST training images, on windows drawn from the MNIST test s
   detection rate over many windows (drift check, and the input rules);
 - windows until detection after the onset: a stream of clean windows then drifted ones;
   the first drifted window the check flags, and the window the hysteresis triggers retraining;
-- seconds per check (features + Evidently) for a 5,000-image window;
+- seconds per check (features, the decision, the input rules) for a 5,000-image window, the
+  shipped direct statistic and Evidently's Report on the same windows in the same run;
+- ``mnistcl monitor check`` end to end (a new process: imports, reading the window from the
+  prediction log, features, estimate, rules, drift, reports, metrics) on a quiet and on a drifted
+  window of 500 images, in a fresh home with a small champion;
 - after adaptation: once the champion was trained on a labelled production batch of one drift
   type (800 shifted MNIST training digits outside the reference), how often windows of that type
   and of the others are still flagged, against MNIST only and against MNIST plus the batch
@@ -22,6 +26,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +45,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--windows", type=int, default=10, help="drifted windows per drift type and severity")
     ap.add_argument("--clean-windows", type=int, default=20)
     ap.add_argument("--learned-windows", type=int, default=5, help="windows per cell of the after-adaptation matrix")
+    ap.add_argument("--cli-repeats", type=int, default=3, help="`mnistcl monitor check` runs per window kind")
+    ap.add_argument("--skip-cli", action="store_true", help="leave out the end-to-end `mnistcl monitor check` timing")
     ap.add_argument("--out", type=Path, default=RESULTS / "drift.json")
     args = ap.parse_args(argv)
 
@@ -49,18 +59,18 @@ def main(argv=None) -> dict:
 
     cfg = load_config()
     train_csv, test_csv = find_mnist_csvs()
-    xtr, _ = read_mnist_csv(train_csv, "train")
-    xt, _ = read_mnist_csv(test_csv, "test")
+    xtr, ytr = read_mnist_csv(train_csv, "train")
+    xt, yt = read_mnist_csv(test_csv, "test")
     rng = np.random.default_rng(7)
     in_reference = np.sort(rng.choice(len(xtr), cfg.reference_images, replace=False))
     reference = features(xtr[in_reference])
     outside_reference = np.setdiff1d(np.arange(len(xtr)), in_reference)
     n = cfg.window_images
 
-    def check(x) -> tuple[bool, bool, float, float]:
+    def check(x, drift_cfg=cfg.drift) -> tuple[bool, bool, float, float]:
         t = time.perf_counter()
         feats = features(x)
-        d = check_drift(reference, feats, cfg.drift)
+        d = check_drift(reference, feats, drift_cfg)
         rules = evaluate_input_rules(cfg, feats, n_rejected=0)
         return d.drifted, any(r.breached for r in rules), d.share, time.perf_counter() - t
 
@@ -103,12 +113,28 @@ def main(argv=None) -> dict:
             print(f"{kind:8s} {sev:>5}: drift {row['drift_detection_rate']:.0%}, input rules "
                   f"{row['input_rule_detection_rate']:.0%}, first detection after {first} windows, "
                   f"retrain triggered after {trigger_at}", flush=True)
-    big = []
+    from monitoring.drift import evidently_scores
+
+    evidently_scores(reference, features(xt[:500]), cfg.drift)  # import Evidently outside the timing
+    big, via_evidently, same = [], [], True
     for i in range(3):
         x = xt[np.random.default_rng(3000 + i).choice(len(xt), 5000, replace=False)]
-        big.append(check(x)[3])
+        direct = check(x)
+        big.append(direct[3])
+        t = time.perf_counter()
+        theirs = evidently_scores(reference, features(x), cfg.drift)
+        via_evidently.append(time.perf_counter() - t)
+        mine = check_drift(reference, features(x), cfg.drift).scores
+        same = same and all(abs(mine[c] - v) <= 1e-9 * max(1.0, abs(v)) for c, v in theirs.items())
     out["seconds_per_check_5000"] = float(np.median(big))
-    print(f"seconds per check, 5,000-image window: {out['seconds_per_check_5000']:.2f} (median of 3)")
+    out["evidently_seconds_per_check_5000"] = float(np.median(via_evidently))
+    out["speedup_over_evidently"] = out["evidently_seconds_per_check_5000"] / out["seconds_per_check_5000"]
+    out["scores_equal_to_evidently"] = bool(same)
+    print(f"seconds per check, 5,000-image window: {out['seconds_per_check_5000']:.3f} (median of 3), through "
+          f"Evidently's Report {out['evidently_seconds_per_check_5000']:.2f} s "
+          f"({out['speedup_over_evidently']:.0f}x); same scores: {same}", flush=True)
+    if not args.skip_cli:
+        out["monitor_check"] = monitor_check_seconds((xtr, ytr), (xt, yt), args.cli_repeats)
     out["after_adaptation"] = learned(args, cfg, xtr[outside_reference], reference, window)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
@@ -148,6 +174,65 @@ def learned(args, cfg, pool, reference, window) -> dict:
         row = {c: float(np.mean([flagged(refs, c, i) for i in range(args.learned_windows)])) for c in cols}
         out["learned"][k] = row
         print(f"{k + ' learned':12s} " + " ".join(f"{c}={row[c]:.0%}" for c in cols), flush=True)
+    return out
+
+
+def monitor_check_seconds(train: tuple, test: tuple, repeats: int) -> dict:
+    """``mnistcl monitor check`` as an operator runs it, timed from the shell: a fresh home with
+    dataset v1 (3,000 MNIST training digits) and a small PyTorch champion; 500 images logged as
+    the model server logs them, then one check; quiet windows (MNIST test digits) and drifted ones
+    (rotated 30 degrees: a breach, an email to the outbox, an Evidently report; and once more with
+    ``drift.report: never``, to show what that report costs)."""
+    import models.torchnet as tn
+    from mnistcl.onnx_utils import OnnxModel
+    from mnistcl.predlog import PredictionLog
+    from mnistcl.settings import Settings
+    from mnistcl.shifts import apply
+    from mnistcl.stores import stores
+    from models.common import NullReporter, TrainData
+
+    (x, y), (xt, yt) = train, test
+    out: dict = {"window_images": 500, "repeats": repeats}
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(home=Path(tmp) / "home")
+        ds, reg = stores(settings)
+        ds.create({"train": (x[:3000], y[:3000]), "test": (xt[:1000], yt[:1000])}, parent=None, source="bench")
+        m = tn.train(TrainData(x[:3000], y[:3000], xt[:300], yt[:300]), tn.Config(epochs=2, channels=8),
+                     NullReporter())
+        files = m.export(Path(tmp) / "export")
+        mv = reg.register(files=files, family="torchnet", config=json.loads(json.dumps(m.config.__dict__)),
+                          dataset="v1")
+        reg.promote(mv.id, "champion", reason="bench")
+        model, plog = OnnxModel(files["onnx"]), PredictionLog(settings.predictions_db_path)
+        env = {**os.environ, "MNISTCL_HOME": str(settings.home)}
+        env.pop("MNISTCL_SMTP_HOST", None)  # alerts go to the home's outbox
+        cli = [sys.executable, "-c", "from cli import app; app()", "monitor", "check"]
+        no_report = Path(tmp) / "monitoring-no-report.yaml"
+        no_report.write_text((Path(__file__).resolve().parent.parent / "configs" / "monitoring.yaml").read_text()
+                             .replace("  report: drifted ", "  report: never   "))
+        rng = np.random.default_rng(11)
+        for kind in ("quiet", "drifted", "drifted_without_report"):
+            if kind == "drifted_without_report":
+                env["MNISTCL_MONITORING_CONFIG"] = str(no_report)
+            runs = []
+            for i in range(repeats):
+                imgs = xt[rng.choice(np.arange(1000, len(xt)), 500, replace=False)]
+                if kind != "quiet":
+                    imgs = (apply(imgs, {"rotate": 30}, rng) * 255).round().astype(np.uint8)
+                xf = imgs.astype(np.float32) / 255.0
+                for j in range(0, 500, 10):
+                    plog.log_predictions(f"{kind}-{i}-{j}", mv.id, "ndarray", xf[j:j + 10], model.predict(xf[j:j + 10]))
+                t = time.perf_counter()
+                proc = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=300)
+                runs.append(time.perf_counter() - t)
+                if proc.returncode != 0 or "window of 500 images" not in proc.stdout:
+                    raise RuntimeError(f"mnistcl monitor check failed:\n{proc.stdout}\n{proc.stderr}")
+                if ("BREACH" in proc.stdout) != (kind != "quiet") or ("drift report: -" in proc.stdout) != (
+                        kind != "drifted"):
+                    raise RuntimeError(f"a {kind} window was judged otherwise:\n{proc.stdout}")
+            out[kind] = {"median_seconds": float(np.median(runs)), "seconds": [round(r, 3) for r in runs]}
+            print(f"mnistcl monitor check, {kind} window of 500: {out[kind]['median_seconds']:.2f} s end to end "
+                  f"(median of {repeats})", flush=True)
     return out
 
 

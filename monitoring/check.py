@@ -13,7 +13,8 @@
            ``mnistcl.accuracy.low`` (which the Prefect ``retrain`` deployment is triggered by)
            and an email
 
-Every check writes check.json and check.md (and drift.html, drift-<version>.html) to the shared
+Every check writes check.json and check.md (and drift.html, Evidently's report against the nearest
+reference, for a drifted window or as ``drift.report`` says) to the shared
 storage under ``reports/checks/<time>/`` (a working copy stays in <home>/monitoring/checks/<time>/,
 scratch on a pod); emails and Prefect artifacts link there (presigned HTTPS on S3) and carry the
 content (the drift report attached, the check as markdown). The latest numbers go to <home>/monitoring/metrics.prom (Prometheus textfile format) and, when
@@ -38,7 +39,7 @@ from mnistcl.predlog import PredictionLog
 from mnistcl.registry import RegistryError
 from mnistcl.stores import stores
 from monitoring import alerts
-from monitoring.drift import DriftResult, check_drift
+from monitoring.drift import DriftResult, check_drift, drift_report
 from monitoring.estimate import Estimator, recalibrated
 from monitoring.features import features
 from monitoring.rules import (
@@ -131,18 +132,23 @@ def nearest_drift(references: list[Reference], current: pd.DataFrame, cfg: Monit
                   folder: Path | None = None) -> DriftResult:
     """Drift of ``current`` against the references in order, stopping at the first it does not
     drift from: what the champion has learned is not drift. Returns the result against the
-    nearest reference (fewest drifted features), with every comparison in ``extra``."""
-    best, compared = None, {}
-    for i, ref in enumerate(references):
-        html = None if folder is None else folder / ("drift.html" if i == 0 else f"drift-{ref.name}.html")
-        d = check_drift(ref.frame, current, cfg.drift, report_html=html)
+    nearest reference (fewest drifted features), with every comparison in ``extra``. With a
+    ``folder``, Evidently's report against that nearest reference is written there as drift.html
+    when ``cfg.drift.report`` asks for it (by default only for a drifted window: it takes seconds,
+    the decision milliseconds)."""
+    best, nearest, compared = None, None, {}
+    for ref in references:
+        d = check_drift(ref.frame, current, cfg.drift)
         d.extra["reference"] = ref.name
         compared[ref.name] = round(d.share, 4)
         if best is None or d.share < best.share:
-            best = d
+            best, nearest = d, ref
         if not d.drifted:
             break
     best.extra["compared"] = compared
+    policy = cfg.drift.report
+    if folder is not None and (policy == "always" or (policy == "drifted" and best.drifted)):
+        best.report_html = str(drift_report(nearest.frame, current, cfg.drift, folder / "drift.html"))
     return best
 
 
@@ -424,7 +430,9 @@ def to_markdown(res: CheckResult) -> str:
                 f"{d.share:.0%} drifted, {d.seconds:.1f} s, against the nearest reference: "
                 f"{d.extra.get('reference', '-')} ({d.n_reference} images) of the champion's data {res.reference_dataset}"
                 f" (compared: {', '.join(f'{k} {v:.0%}' for k, v in d.extra.get('compared', {}).items())}). "
-                f"[Evidently report]({res.links.get(Path(d.report_html).name if d.report_html else 'drift.html', 'drift.html')})", "", "| feature | score | drifted |", "|---|---|---|"]
+                + (f"[Evidently report]({res.links.get('drift.html', 'drift.html')})" if d.report_html else
+                   "No Evidently report for this window (drift.report in the monitoring configuration)."),
+                "", "| feature | score | drifted |", "|---|---|---|"]
         for c, v in sorted(d.scores.items(), key=lambda kv: -kv[1]):
             out.append(f"| {c} | {v:.3f} | {'yes' if c in d.drifted_columns else ''} |")
     for a in res.alerts:

@@ -1,6 +1,8 @@
 """Drift through Evidently on compact features: fires on rotated or thickened digits, stays quiet
 on clean held-out MNIST windows; the HTML report is written."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -46,6 +48,33 @@ def test_fires_on_rotated_or_thickened_digits(mnist_medium, reference, cfg, shif
     assert "<html" in html.lower() and len(html) > 10_000
 
 
+@pytest.mark.parametrize("method,threshold", [("wasserstein", 0.2), ("ks", 0.05)])
+def test_the_direct_statistic_is_evidentlys(mnist_medium, reference, method, threshold):
+    """The decision computed on the columns gives Evidently's own numbers, on clean, shifted and
+    partly broken windows (infinities and missing values are dropped as Evidently drops them)."""
+    from monitoring.drift import evidently_scores
+
+    cfg = DriftConfig(method=method, threshold=threshold)
+    rng = np.random.default_rng(6)
+    broken = features(window(mnist_medium, 7))
+    broken.loc[:9, "slant"] = np.inf
+    broken.loc[10:19, "ink"] = np.nan
+    for cur in (features(window(mnist_medium, 5)), features(apply(window(mnist_medium, 6), {"rotate": 20}, rng)),
+                broken):
+        mine = check_drift(reference, cur, cfg)
+        theirs = evidently_scores(reference, cur, cfg)
+        assert set(mine.scores) == set(theirs) and len(theirs) == 20
+        for c, v in theirs.items():
+            assert mine.scores[c] == pytest.approx(v, rel=1e-9, abs=1e-12), c
+    assert "DIRECT" in check_drift.__globals__ and method in check_drift.__globals__["DIRECT"]
+
+
+def test_another_method_goes_through_evidently(mnist_medium, reference):
+    r = check_drift(reference, features(apply(window(mnist_medium, 8), {"thicken": 1}, np.random.default_rng(8))),
+                    DriftConfig(method="psi", threshold=0.1))
+    assert r.drifted and len(r.scores) == 20 and r.method == "psi"
+
+
 def test_bad_windows_are_refused(reference):
     with pytest.raises(ValueError, match="rows in both"):
         check_drift(reference, reference.iloc[:0])
@@ -53,6 +82,12 @@ def test_bad_windows_are_refused(reference):
         check_drift(reference, reference.drop(columns=["ink"]))
     with pytest.raises(ValueError, match="unknown settings"):
         DriftConfig.from_dict({"treshold": 0.1})
+    with pytest.raises(ValueError, match="drift.report: 'sometimes' is not one of drifted, always, never"):
+        DriftConfig.from_dict({"report": "sometimes"})
+    nothing = reference.copy()
+    nothing["ink"] = np.nan
+    with pytest.raises(ValueError, match="feature 'ink' has no finite value in the current window"):
+        check_drift(reference, nothing)
 
 
 def test_only_one_module_imports_evidently():
@@ -93,6 +128,26 @@ def test_learned_handwriting_is_not_drift(mnist_medium, reference):
 
     r = nearest_drift(refs, features(pick), cfg)
     assert not r.drifted and r.extra == {"reference": "v1", "compared": {"v1": r.share}}
+
+
+def test_the_evidently_report_is_written_as_configured(mnist_medium, reference, tmp_path):
+    """By default only for a drifted window (against its nearest reference); always or never on request."""
+    from monitoring.check import Reference, nearest_drift
+
+    cfg = load_config()
+    refs = [Reference("v1", reference)]
+    clean = features(window(mnist_medium, 11))
+    thick = features(apply(window(mnist_medium, 12), {"thicken": 1}, np.random.default_rng(12)))
+    assert cfg.drift.report == "drifted"
+    assert nearest_drift(refs, clean, cfg, tmp_path / "a").report_html is None
+    assert not (tmp_path / "a").exists()
+    r = nearest_drift(refs, thick, cfg, tmp_path / "b")
+    assert r.drifted and r.report_html == str(tmp_path / "b" / "drift.html")
+    assert "<html" in (tmp_path / "b" / "drift.html").read_text().lower()
+    always = dataclasses.replace(cfg, drift=DriftConfig(report="always"))
+    never = dataclasses.replace(cfg, drift=DriftConfig(report="never"))
+    assert nearest_drift(refs, clean, always, tmp_path / "c").report_html == str(tmp_path / "c" / "drift.html")
+    assert nearest_drift(refs, thick, never, tmp_path / "d").report_html is None
 
 
 def test_references_follow_the_champions_lineage(settings, small_store, mnist_medium):
