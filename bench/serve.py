@@ -1,14 +1,17 @@
-"""Serving load benchmark: the Seldon Core wrapper on 127.0.0.1 against raw ONNX Runtime.
+"""Serving load benchmark: the Seldon Core wrapper on 127.0.0.1 against MLServer and raw ONNX Runtime.
 
-Starts `python -m serving.server` from .venv-serve on a scratch registry holding the current
-champion (or a fresh small model), then for each request size (1 and 16 digits) and
-concurrency (1 and 8) sends requests for a fixed time; reports requests per second, p50/p99
-latency, 5xx count, and checks that every accepted request is in the prediction log. The raw
-in-process ONNX Runtime call on the same model is the limit, and MLServer (its own environment,
-.venv-mlserver, with bench/mlserver_runtime.py) serving the same ONNX file is the closest peer.
-Loopback only, bounded in time.
+Starts `python -m serving.server` from .venv-serve three times on the registry's champion (what
+ships: the ASGI front; the same with group-committed log writes; the previous path, the wrapper's
+Flask app on gunicorn's threads, `--no-fast-path`), and MLServer (its own environment,
+.venv-mlserver, with bench/mlserver_runtime.py) serving the same ONNX file, the closest peer.
+For each request size (1 and 16 digits) and concurrency (1 and 8), rounds visit every server in
+turn for a few seconds each (interleaved, so a slow spell of this shared machine hits all alike);
+reports requests per second, p50/p99 latency over every request, 5xx count, ratios to MLServer and
+to the previous path, and checks that every request answered 200 is in that server's prediction
+log. The client is serving.loadgen.KeepAliveClient (one keep-alive connection per thread), on
+the same cores. Raw in-process ONNX Runtime on the same model is the limit. Loopback only.
 
-  python -m bench.serve --seconds 15 --workers 1 --threads 8
+  python -m bench.serve --seconds 4 --rounds 4 --workers 2 --threads 4
 """
 
 from __future__ import annotations
@@ -27,25 +30,27 @@ import numpy as np
 
 from deployment import serve as launch
 from deployment.serve import free_port
-from serving.loadgen import drive
+from serving.loadgen import KeepAliveClient, drive
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
 
 
 def load(url: str, body: dict, seconds: float, concurrency: int,
-         request_id=lambda r: r.json()["meta"]["tags"]["request_id"]) -> dict:
-    """POST ``body`` to ``url`` back to back from ``concurrency`` threads for ``seconds``."""
+         request_id=lambda answer: json.loads(answer)["meta"]["tags"]["request_id"]) -> dict:
+    """POST ``body`` to ``url`` back to back from ``concurrency`` threads for ``seconds``, each
+    on its own keep-alive connection (serving.loadgen.KeepAliveClient)."""
+    payload = json.dumps(body).encode()
 
-    def send(client: httpx.Client):
+    def send(client: KeepAliveClient):
         try:
-            r = client.post(url, json=body)
-        except httpx.HTTPError:
+            status, answer = client.request(payload)
+        except (OSError, EOFError, ValueError):
             return 0, False, None, True
-        ok = r.status_code == 200
-        return r.status_code, ok, request_id(r) if ok else None, r.status_code >= 500
+        ok = status == 200
+        return status, ok, request_id(answer) if ok else None, status >= 500
 
-    return drive(lambda: httpx.Client(timeout=30), send, seconds, concurrency)
+    return drive(lambda: KeepAliveClient(url), send, seconds, concurrency)
 
 
 def start_mlserver(python: Path, onnx_path: Path, work: Path) -> tuple[subprocess.Popen, str]:
@@ -88,11 +93,45 @@ def raw_onnx(onnx_path: Path, x: np.ndarray, seconds: float = 3.0) -> dict:
     return {"rps": len(lat) / sum(lat), "p50_ms": float(np.percentile(lat, 50) * 1e3), "p99_ms": float(np.percentile(lat, 99) * 1e3)}
 
 
+#: The servers compared, in the order each round visits them: what ships, the same server with its
+#: prediction-log writes grouped by a writer thread (the PostgreSQL default), the previous
+#: path (the wrapper's Flask app on gunicorn's threads), and the peer.
+SERVERS = {
+    "seldon": {"args": (), "env": {}},
+    "seldon-group-commit": {"args": (), "env": {"MNISTCL_LOG_GROUP_COMMIT": "true"}},
+    "seldon-flask": {"args": ("--no-fast-path",), "env": {}},
+}
+CASES = [(1, 1), (1, 8), (16, 1), (16, 8)]
+
+
+def mlserver_answer(answer: bytes) -> None:
+    """What the client does with MLServer's answer: parse it, as it parses ours (to find the
+    request id), so both servers' answers cost the client the same."""
+    if "outputs" not in json.loads(answer):
+        raise ValueError("MLServer answered without outputs")
+
+
+def merged(rounds: list[dict]) -> dict:
+    """One server's rounds of one case as one result: totals, and percentiles of every latency."""
+    lat = np.concatenate([np.asarray(r["latencies_s"]) for r in rounds]) if rounds else np.array([])
+    codes: dict[str, int] = {}
+    for r in rounds:
+        for k, v in r["codes"].items():
+            codes[k] = codes.get(k, 0) + v
+    wall = sum(r["wall_s"] for r in rounds)
+    return {"requests": sum(r["requests"] for r in rounds), "ok": int(len(lat)), "codes": codes,
+            "errors_5xx": sum(r["errors_5xx"] for r in rounds), "seconds": round(wall, 2),
+            "rps": len(lat) / wall if wall else 0.0,
+            "p50_ms": float(np.percentile(lat, 50) * 1e3) if len(lat) else None,
+            "p99_ms": float(np.percentile(lat, 99) * 1e3) if len(lat) else None}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=15.0, help="per case (4 cases)")
-    ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=4.0, help="per round, server and case")
+    ap.add_argument("--rounds", type=int, default=4, help="rounds; each visits every server in turn")
+    ap.add_argument("--workers", type=int, default=2, help="model server processes (configs/deploy.yaml prod: 2)")
+    ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--store", type=Path, default=ROOT / ".mnistcl" / "store", help="registry with a champion")
     ap.add_argument("--out", type=Path, default=RESULTS / "serve.json")
     ap.add_argument("--mlserver-python", type=Path, default=ROOT / ".venv-mlserver" / "bin" / "python",
@@ -108,48 +147,60 @@ def main(argv=None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     onnx_path = reg.fetch(champion, "onnx", work / "cache")
     xt, _ = read_mnist_csv(find_mnist_csvs()[1], "test")
-    port = free_port()
-    proc = launch.start(args.store, work / "pred.db", work / "cache", work / "log", port=port, metrics_port=free_port(),
-                        workers=args.workers, threads=args.threads)
-    url = f"http://127.0.0.1:{port}/api/v1.0/predictions"
+    procs, urls = {}, {}
     try:
-        result = {"champion": champion, "workers": args.workers, "threads": args.threads, "seconds": args.seconds,
-                  "cases": {}}
-        all_ids = []
-        for n in (1, 16):
-            body = {"data": {"ndarray": xt[:n].tolist()}}
-            raw = raw_onnx(onnx_path, (xt[:n] / 255).astype(np.float32))
-            for conc in (1, 8):
-                r = load(url, body, args.seconds, conc)
-                all_ids += r.pop("ids")
-                r["raw_onnx"] = raw
-                r["ratio_to_raw_onnx_rps"] = r["rps"] / raw["rps"]
-                result["cases"][f"{n}-digit-c{conc}"] = r
-                print(f"{n:2d} digits, concurrency {conc}: {r['rps']:.0f} req/s, p50 {r['p50_ms']:.1f} ms, "
-                      f"p99 {r['p99_ms']:.1f} ms, 5xx {r['errors_5xx']}; raw ONNX {raw['rps']:.0f}/s", flush=True)
+        for name, spec in SERVERS.items():
+            port = free_port()
+            procs[name] = launch.start(args.store, work / f"{name}.db", work / "cache", work / f"{name}.log", port=port,
+                                       metrics_port=free_port(), workers=args.workers, threads=args.threads,
+                                       extra_args=spec["args"], extra_env=spec["env"])
+            urls[name] = f"http://127.0.0.1:{port}/api/v1.0/predictions"
         if args.mlserver_python.exists():
-            ml_proc, ml_url = start_mlserver(args.mlserver_python, onnx_path, work)
-            try:
-                for n in (1, 16):
-                    body = {"inputs": [{"name": "image", "shape": [n, 28, 28], "datatype": "FP32",
-                                        "data": xt[:n].reshape(-1).astype(float).tolist()}]}
-                    for conc in (1, 8):
-                        r = load(f"{ml_url}/v2/models/mnist/infer", body, args.seconds, conc, request_id=lambda r: None)
-                        r.pop("ids")
-                        case = result["cases"][f"{n}-digit-c{conc}"]
-                        case["mlserver"] = r
-                        case["ratio_seldon_to_mlserver_rps"] = case["rps"] / r["rps"] if r["rps"] else None
-                        print(f"{n:2d} digits, concurrency {conc}: MLServer {r['rps']:.0f} req/s, p50 {r['p50_ms']:.1f} ms, "
-                              f"p99 {r['p99_ms']:.1f} ms, 5xx {r['errors_5xx']}", flush=True)
-            finally:
-                launch.stop(ml_proc)
-        with sqlite3.connect(work / "pred.db") as c:
-            logged = {row[0] for row in c.execute("SELECT DISTINCT request_id FROM predictions")}
-        result["accepted"] = len(all_ids)
-        result["missing_from_log"] = len(set(all_ids) - logged)
-        print(f"accepted {len(all_ids)} requests, missing from the log: {result['missing_from_log']}")
+            procs["mlserver"], ml_url = start_mlserver(args.mlserver_python, onnx_path, work)
+            urls["mlserver"] = f"{ml_url}/v2/models/mnist/infer"
+        result = {"champion": champion, "workers": args.workers, "threads": args.threads,
+                  "seconds_per_round": args.seconds, "rounds": args.rounds, "client": "KeepAliveClient",
+                  "servers": {n: " ".join(SERVERS[n]["args"]) + " ".join(f"{k}={v}" for k, v in SERVERS[n]["env"].items())
+                              for n in SERVERS}, "cases": {}}
+        ids: dict[str, list] = {n: [] for n in SERVERS}
+        for n, conc in CASES:
+            x = xt[:n]
+            bodies = {name: {"data": {"ndarray": x.tolist()}} for name in SERVERS}
+            bodies["mlserver"] = {"inputs": [{"name": "image", "shape": [n, 28, 28], "datatype": "FP32",
+                                              "data": x.reshape(-1).astype(float).tolist()}]}
+            rounds: dict[str, list] = {name: [] for name in urls}
+            for _ in range(args.rounds):  # interleaved: a slow spell of the machine hits every server alike
+                for name, url in urls.items():
+                    r = load(url, bodies[name], args.seconds, conc,
+                             **({"request_id": mlserver_answer} if name == "mlserver" else {}))
+                    if name in ids:
+                        ids[name] += r["ids"]
+                    rounds[name].append(r)
+            raw = raw_onnx(onnx_path, (x / 255).astype(np.float32))
+            case = merged(rounds["seldon"])
+            case.update(raw_onnx=raw, ratio_to_raw_onnx_rps=case["rps"] / raw["rps"])
+            for name in urls:
+                if name == "seldon":
+                    continue
+                other = merged(rounds[name])
+                case[name.replace("seldon-", "")] = other
+                key = "ratio_seldon_to_mlserver_rps" if name == "mlserver" else f"ratio_to_{name.replace('seldon-', '')}_rps"
+                case[key] = case["rps"] / other["rps"] if other["rps"] else None
+            result["cases"][f"{n}-digit-c{conc}"] = case
+            print(f"{n:2d} digits, concurrency {conc}: " + "; ".join(
+                f"{name} {merged(rounds[name])['rps']:.0f} req/s p99 {merged(rounds[name])['p99_ms']:.1f} ms"
+                for name in urls) + f"; raw ONNX {raw['rps']:.0f}/s", flush=True)
+        missing, accepted = {}, {}
+        for name, got in ids.items():
+            with sqlite3.connect(work / f"{name}.db") as c:
+                logged = {row[0] for row in c.execute("SELECT DISTINCT request_id FROM predictions")}
+            accepted[name], missing[name] = len(got), len(set(got) - logged)
+        result["accepted"], result["missing_from_log_by_server"] = accepted, missing
+        result["missing_from_log"] = sum(missing.values())
+        print(f"accepted {accepted}, missing from the log: {missing}")
     finally:
-        launch.stop(proc)
+        for proc in procs.values():
+            launch.stop(proc)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -133,6 +133,7 @@ def main(argv=None) -> dict:
                     else:
                         r = load(f"http://127.0.0.1:{port}/api/v1.0/predictions", body, args.seconds, args.concurrency)
                     accepted += r.pop("ids")
+                    r.pop("latencies_s", None)
                     r.update(images_per_s=r["rps"] * n, ratio_to_raw_onnx=r["rps"] / raw_rps)
                     layout[f"{name}-{n}"] = r
                     print(f"{workers}x{threads} {name:13s} {n:2d} digits: {r['rps']:6.0f} req/s "

@@ -35,28 +35,29 @@ def environment(store_url: str, predictions_db: str, model_cache: Path, *, s3_en
 
 
 def command(*, host: str = "127.0.0.1", port: int, metrics_port: int, workers: int = 1, threads: int = 4,
-            log_level: str | None = None, grpc_port: int = 0) -> list[str]:
+            log_level: str | None = None, grpc_port: int = 0, extra_args: tuple[str, ...] = ()) -> list[str]:
     args = [str(SERVE_PYTHON), "-m", "serving.server", "--host", host, "--port", str(port),
             "--metrics-port", str(metrics_port), "--workers", str(workers), "--threads", str(threads)]
     if grpc_port:
         args += ["--grpc-port", str(grpc_port)]
-    return args + (["--log-level", log_level] if log_level else [])
+    return args + (["--log-level", log_level] if log_level else []) + list(extra_args)
 
 
 def start(store_url: str, predictions_db: str, model_cache: Path, log: Path, *, port: int, metrics_port: int,
           workers: int = 1, threads: int = 4, grpc_port: int = 0, poll_s: float | None = None,
           log_level: str | None = "WARNING", timeout: float = 120.0, feedback_tokens: str = "",
-          predict_tokens: str = ""):
+          predict_tokens: str = "", extra_args: tuple[str, ...] = (), extra_env: dict[str, str] | None = None):
     """Start the model server in its own process group on 127.0.0.1, output to ``log``; return the
-    process once it answers. Raises RuntimeError with the log's tail (after stopping it) if it
+    process once it answers (``extra_args`` to serving/server.py, ``extra_env`` over its environment). Raises RuntimeError with the log's tail (after stopping it) if it
     does not answer within ``timeout`` seconds."""
     import subprocess
 
     proc = subprocess.Popen(
         command(port=port, metrics_port=metrics_port, workers=workers, threads=threads, log_level=log_level,
-                grpc_port=grpc_port),
-        cwd=ROOT, env=environment(store_url, predictions_db, model_cache, poll_s=poll_s,
-                                  feedback_tokens=feedback_tokens, predict_tokens=predict_tokens),
+                grpc_port=grpc_port, extra_args=extra_args),
+        cwd=ROOT, env={**environment(store_url, predictions_db, model_cache, poll_s=poll_s,
+                                     feedback_tokens=feedback_tokens, predict_tokens=predict_tokens),
+                       **(extra_env or {})},
         stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + timeout
     ready = wait_until_ready(f"http://127.0.0.1:{port}", timeout=timeout)

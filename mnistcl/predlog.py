@@ -14,7 +14,10 @@ one transaction and a second insert of the same rows is a no-op (``ON CONFLICT D
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
+import os
 import re
 import sqlite3
 import threading
@@ -25,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
+
+log = logging.getLogger(__name__)
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -105,6 +111,59 @@ class FeedbackConflict(ValueError):
                          f"so this feedback was not applied and is kept for review")
 
 
+#: How often the model server copies the prediction log's write-ahead log into the database.
+CHECKPOINT_S = 1.0
+#: The most requests' predictions one group commit writes (a batch of 64 images each: 4,096 rows).
+GROUP_MAX = 64
+
+
+class Pending:
+    """One request's write waiting for the group commit: ``result()`` waits for it (and raises
+    what failed it); ``on_done(fn)`` calls ``fn`` once it is committed or failed (at once if it
+    is), from the writer thread: how an event loop learns without a thread of its own waiting."""
+
+    __slots__ = ("write", "done", "error", "_callbacks", "_lock")
+
+    def __init__(self, write: Callable[[Any], None]):
+        self.write, self.done, self.error = write, threading.Event(), None
+        self._callbacks: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    def finish(self) -> None:
+        with self._lock:
+            if self.done.is_set():
+                return
+            self.done.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            fn()
+
+    def on_done(self, fn: Callable[[], None]) -> None:
+        with self._lock:
+            if not self.done.is_set():
+                self._callbacks.append(fn)
+                return
+        fn()
+
+    def result(self) -> None:
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+
+
+class _Flock:
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __enter__(self):
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+
 def is_postgres(location: str | Path) -> bool:
     return str(location).startswith(("postgresql://", "postgres://"))
 
@@ -117,10 +176,22 @@ def redact(location: str) -> str:
 class PredictionLog:
     """``images`` are 784 uint8 pixels per row (0-255), ``probs`` JSON lists of 10 floats."""
 
-    def __init__(self, location: str | Path, *, connect: bool = True):
+    def __init__(self, location: str | Path, *, connect: bool = True, group_commit: bool = False,
+                 background_checkpoint: bool = False):
         """``connect=False``: connect on first use (a server that starts while the database is
-        down still loads its model, and its readiness says what is wrong)."""
+        down still loads its model, and its readiness says what is wrong). ``group_commit``: the
+        predictions of concurrent requests are written by one thread, as many requests per
+        transaction as are waiting (see :meth:`_commit_grouped`); the model server's choice.
+        ``background_checkpoint`` (SQLite; the model server): this process's commits never copy
+        the write-ahead log back into the database themselves (SQLite's automatic checkpoint runs
+        inside whichever commit crosses 1,000 pages, fsync included, and everyone queued behind
+        it waits); a thread does it every ``CHECKPOINT_S`` seconds on its own connection, beside
+        the writers (PASSIVE: it never blocks them)."""
         self.location = str(location)
+        self.group_commit = group_commit
+        self._group: list[Pending] = []
+        self._group_cond = threading.Condition()
+        self._group_writer: threading.Thread | None = None
         self.pg = is_postgres(location)
         self.ph = "%s" if self.pg else "?"
         self._local = threading.local()
@@ -134,6 +205,9 @@ class PredictionLog:
         else:
             Path(location).parent.mkdir(parents=True, exist_ok=True)
             self._faults = (sqlite3.OperationalError,)
+        self.background_checkpoint = background_checkpoint and not self.pg
+        if self.background_checkpoint:
+            threading.Thread(target=self._checkpoints, daemon=True, name="prediction-log-checkpoint").start()
         if connect:
             self._run(lambda conn: None)  # connect and create the schema now
 
@@ -145,7 +219,21 @@ class PredictionLog:
         conn = sqlite3.connect(self.location, timeout=30, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+        if self.background_checkpoint:
+            conn.execute("PRAGMA wal_autocheckpoint=0")
         return conn
+
+    def _checkpoints(self) -> None:
+        conn = None
+        while True:
+            time.sleep(CHECKPOINT_S)
+            try:
+                if conn is None:
+                    conn = sqlite3.connect(self.location, timeout=30, isolation_level=None)
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:  # the next round tries again; writers are never held up
+                log.warning("prediction log checkpoint failed: %s", exc)
+                conn = None
 
     def _create_schema(self, conn) -> None:
         ddl = _TABLES.format(blob="BYTEA" if self.pg else "BLOB")
@@ -256,16 +344,28 @@ class PredictionLog:
             if self.pg:
                 with conn.transaction():
                     return body(conn)
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                out = body(conn)
-                conn.execute("COMMIT")
-                return out
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            with self._sqlite_writer():
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    out = body(conn)
+                    conn.execute("COMMIT")
+                    return out
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
         return self._run(tx)
+
+    def _sqlite_writer(self):
+        """SQLite writers queue on a file lock (``<log>.writer``) before taking the database's own:
+        one waiting on ``flock`` wakes the moment the other commits, while one waiting inside
+        SQLite polls with sleeps of 1, 2, 5 ... 100 ms (measured: two model-server processes writing
+        1-digit requests lost a third of their throughput to those sleeps)."""
+        fd = getattr(self._local, "lock_fd", None)
+        if fd is None:
+            fd = os.open(f"{self.location}.writer", os.O_RDWR | os.O_CREAT, 0o600)
+            self._local.lock_fd = fd
+        return _Flock(fd)
 
     def _tx(self, statements: list[tuple[str, list]]) -> None:
         """Run statements in one transaction (all or nothing)."""
@@ -291,14 +391,18 @@ class PredictionLog:
     # ---------------------------------------------------------------- writing
     def log_predictions(self, request_id: str, model_version: str, kind: str, images: np.ndarray,
                         probs: np.ndarray, shadow: list[tuple[str, np.ndarray]] | None = None,
-                        puid: str | None = None) -> None:
-        """One transaction per request: all of its images or none (the server answers after this).
+                        puid: str | None = None, wait: bool = True) -> Pending | None:
+        """All of a request's images in one transaction, or none (the server answers after this).
         ``shadow``: (model version, probabilities) of each model that scored the same images
-        without answering."""
+        without answering. With group commit and ``wait=False``, returns at once with the
+        :class:`Pending` write, for a caller that answers once it is done (the asynchronous server)."""
         now = time.time()
         px = np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8).reshape(len(images), -1)
-        rows = [(request_id, i, now, model_version, kind, px[i].tobytes(), json.dumps([round(float(p), 6) for p in probs[i]]),
-                 int(probs[i].argmax()), float(probs[i].max()), puid) for i in range(len(images))]
+        pr = np.asarray(probs, dtype=np.float64)
+        # whole arrays at once, orjson for the numbers (a fifth of the cost of json.dumps per number)
+        rows = [(request_id, i, now, model_version, kind, image.tobytes(), orjson.dumps(ps).decode(), d, c, puid)
+                for i, (image, ps, d, c) in enumerate(zip(px, pr.round(6).tolist(), pr.argmax(1).tolist(),
+                                                          pr.max(1).tolist(), strict=True))]
         p = self.ph
 
         def write(conn):
@@ -319,7 +423,55 @@ class PredictionLog:
                                 f"VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT DO NOTHING",
                                 [(request_id, i, version, int(sp[i].argmax()), float(sp[i].max()))
                                  for i in range(len(sp))])
-        self._transaction(write)
+        if not self.group_commit:
+            self._transaction(write)
+            return None
+        pending = self._commit_grouped(write)
+        if wait:
+            pending.result()
+            return None
+        return pending
+
+    def _commit_grouped(self, write: Callable[[Any], None]) -> Pending:
+        """Group commit: hand ``write`` to this log's writer thread and return once the
+        transaction holding it has committed (so nothing is answered that the log does not hold).
+        The writer takes every write waiting when it is free, up to ``GROUP_MAX``, into one
+        transaction: one commit and one counter-row lock for many requests, and no request
+        threads queueing on the database's write lock (SQLite's busy handler sleeps in steps of
+        up to 100 ms; measured p99 of 0.1-0.6 s at 8 concurrent requests). Nothing waits for a
+        batch to fill: an idle writer takes a single write at once. A batch that fails for any
+        reason but the database being unavailable is retried one write per transaction, so one
+        request's failure is its own."""
+        pending = Pending(write)
+        with self._group_cond:
+            if self._group_writer is None or not self._group_writer.is_alive():
+                self._group_writer = threading.Thread(target=self._write_groups, daemon=True,
+                                                      name="prediction-log-writer")
+                self._group_writer.start()
+            self._group.append(pending)
+            self._group_cond.notify()
+        return pending
+
+    def _write_groups(self) -> None:
+        while True:
+            with self._group_cond:
+                while not self._group:
+                    self._group_cond.wait()
+                batch, self._group = self._group[:GROUP_MAX], self._group[GROUP_MAX:]
+            try:
+                self._transaction(lambda conn, batch=batch: [p.write(conn) for p in batch])
+            except LogUnavailable as exc:
+                for p in batch:
+                    p.error = exc
+            except Exception:  # noqa: BLE001 - find whose write it was: each alone
+                for p in batch:
+                    try:
+                        self._transaction(p.write)
+                    except Exception as exc:  # noqa: BLE001 - handed to the request that wrote it
+                        p.error = exc
+            finally:
+                for p in batch:  # never leave a request waiting, whatever happened
+                    p.finish()
 
     def log_rejected(self, endpoint: str, reason: str) -> None:
         p = self.ph

@@ -8,6 +8,8 @@ Configured by environment variables (this runs in its own container / environmen
                            the other of champion / challenger; empty: none). Both answers are logged,
                            so the challenger is judged on labelled live traffic (validation/shadow.py)
   MNISTCL_PREDICTIONS_DB   prediction log: a SQLite file (default ./predictions.db) or postgresql:// URL
+  MNISTCL_LOG_GROUP_COMMIT auto (default: on for PostgreSQL, off for SQLite), true or false: concurrent
+                           requests' predictions written by one thread, many per transaction
   MNISTCL_SERVE_MAX_IMAGES images per request (default 64)
   MNISTCL_SERVE_POLL_S     how often to check the alias for a new model (default 2 s)
   MNISTCL_MODEL_CACHE      where verified ONNX files are cached (default ./model-cache)
@@ -19,18 +21,20 @@ Configured by environment variables (this runs in its own container / environmen
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mnistcl.credentials import parse_tokens, who
 from mnistcl.onnx_utils import OnnxModel
-from mnistcl.predlog import FeedbackConflict, LogUnavailable, PredictionLog
+from mnistcl.predlog import FeedbackConflict, LogUnavailable, Pending, PredictionLog, is_postgres
 from mnistcl.registry import Registry
 from mnistcl.storage import open_storage
 from serving.edge import CALLER, EdgeError
@@ -38,6 +42,23 @@ from serving.payload import PayloadError, parse
 
 log = logging.getLogger(__name__)
 LOW_CONFIDENCE = 0.5
+
+
+@dataclass
+class DeferredLog:
+    """A prediction whose log write is still committing (serving/asgi.py answers it once it is):
+    ``committed()`` records the request as served; ``failed(exc)`` records it as an error and
+    returns the exception to answer with (a 503 when the log is unavailable, as the blocking
+    path answers)."""
+
+    pending: Pending
+    committed: object
+    failed: object
+
+
+#: Set by the asynchronous server for the request it runs: predict_raw hands its log write over
+#: (a list to append a DeferredLog to) instead of waiting for the commit on the event loop.
+DEFER_LOG: contextvars.ContextVar[list | None] = contextvars.ContextVar("mnistcl_defer_log", default=None)
 
 
 class LoadedModel(OnnxModel):
@@ -68,6 +89,7 @@ class MnistModel:
         self._pending: list[tuple[str, list[dict]]] = []
         self._pending_lock = threading.Lock()
         self.flush_s = float(os.environ.get("MNISTCL_METRICS_FLUSH_S", "0.5"))
+        self.group_commit = _group_commit(os.environ.get("MNISTCL_LOG_GROUP_COMMIT", "auto"), self.db_path)
         self.feedback_tokens = _tokens("MNISTCL_FEEDBACK_TOKENS")
         self.predict_tokens = _tokens("MNISTCL_PREDICT_TOKENS")
 
@@ -80,7 +102,9 @@ class MnistModel:
 
     def load(self) -> None:
         """Per worker (after gunicorn forks): open the log, load the alias, watch it."""
-        self.predlog = PredictionLog(self.db_path, connect=False)  # readiness reports a database down
+        # readiness reports a database down; concurrent requests' predictions share a transaction
+        self.predlog = PredictionLog(self.db_path, connect=False, group_commit=self.group_commit,
+                                     background_checkpoint=True)
         reg = self._registry()
         version = reg.resolve(self.alias)
         self.model = LoadedModel(version, reg.fetch(version, "onnx", self.cache))
@@ -95,7 +119,9 @@ class MnistModel:
 
         Seldon's store ships the worker's whole metrics dict through a multiprocessing manager
         on every update; doing that per request halved throughput (bench/serve.py). One update
-        per method per flush keeps the numbers exact, at most flush_s late.
+        per method per flush keeps the numbers exact, at most flush_s late. Latencies and
+        confidences are counted into Seldon's histogram bins here, one ``np.histogram`` per series
+        (``HISTOGRAM`` items, serving/server.py), not one per observation.
         """
         while True:
             time.sleep(self.flush_s)
@@ -108,7 +134,7 @@ class MnistModel:
                 by_method.setdefault(method, []).extend(items)
             for method, items in by_method.items():
                 try:
-                    self.seldon_metrics.update(_merge_counters(items), method)
+                    self.seldon_metrics.update(_histograms(_merge_counters(items)), method)
                 except Exception as exc:  # noqa: BLE001 - metrics must never break serving
                     log.warning("could not update metrics: %s", exc)
 
@@ -177,11 +203,12 @@ class MnistModel:
         shadowed = [(shadow.version, shadow.predict(images))] if shadow and shadow.version != model.version else None
         request_id = uuid.uuid4().hex
         puid = _puid(request)
+        deferred = DEFER_LOG.get()
         try:
-            self.predlog.log_predictions(request_id, model.version, kind, images, probs, shadow=shadowed, puid=puid)
+            pending = self.predlog.log_predictions(request_id, model.version, kind, images, probs, shadow=shadowed,
+                                                   puid=puid, wait=deferred is None)
         except LogUnavailable as exc:  # nothing is answered that the log does not hold
-            self._record("predict", "error", started)
-            raise unavailable(f"{exc}; the prediction was not served, retry later") from None
+            raise self._log_failed(started, exc) from None
         digits = probs.argmax(1)
         conf = probs.max(1)
         extra = self._predict_metrics(model.version, digits, conf)
@@ -190,7 +217,11 @@ class MnistModel:
             extra += [{"type": "COUNTER", "key": "mnist_shadow_images_total", "value": int(len(digits)), "tags": tags},
                       {"type": "COUNTER", "key": "mnist_shadow_disagreements_total",
                        "value": int((shadowed[0][1].argmax(1) != digits).sum()), "tags": dict(tags)}]
-        self._record("predict", "ok", started, extra)
+        if pending is None:
+            self._record("predict", "ok", started, extra)
+        else:
+            deferred.append(DeferredLog(pending, lambda: self._record("predict", "ok", started, extra),
+                                        lambda exc: self._log_failed(started, exc)))
         response = {
             "data": {"names": [str(d) for d in range(10)], "ndarray": probs.round(6).tolist()},
             "meta": {
@@ -210,18 +241,28 @@ class MnistModel:
             return json_to_seldon_message(response)
         return response
 
+    def _log_failed(self, started: float, exc: Exception) -> Exception:
+        """What a prediction the log could not hold is answered with: 503 when the log is
+        unavailable, 500 for anything else; never a 200."""
+        self._record("predict", "error", started)
+        if isinstance(exc, LogUnavailable):
+            return unavailable(f"{exc}; the prediction was not served, retry later")
+        log.error("prediction log write failed: %r", exc)
+        return seldon_error(500, f"the prediction could not be logged ({type(exc).__name__}); it was not served")
+
     def _predict_metrics(self, version: str, digits: np.ndarray, conf: np.ndarray) -> list[dict]:
         tags = {"registry_version": version}  # "model_version" is a label Seldon sets itself
         out = [{"type": "COUNTER", "key": "mnist_images_total", "value": int(len(digits)), "tags": tags},
                {"type": "COUNTER", "key": "mnist_low_confidence_total", "value": int((conf < LOW_CONFIDENCE).sum()),
                 "tags": tags}]
-        for d in np.unique(digits):
-            out.append({"type": "COUNTER", "key": "mnist_predicted_class_total", "value": int((digits == d).sum()),
-                        "tags": {**tags, "digit": str(int(d))}})
+        for d, n in enumerate(np.bincount(digits, minlength=10).tolist()):
+            if n:
+                out.append({"type": "COUNTER", "key": "mnist_predicted_class_total", "value": n,
+                            "tags": {**tags, "digit": str(d)}})
         # Seldon's TIMER is a histogram over log-spaced bins (value in ms, exposed / 1000):
         # a confidence c is recorded as c * 1000, so the exposed buckets read as confidence.
-        for c in conf:
-            out.append({"type": "TIMER", "key": "mnist_confidence", "value": float(c) * 1e3, "tags": dict(tags)})
+        out.append({"type": "OBSERVATIONS", "key": "mnist_confidence", "value": np.asarray(conf, np.float64) * 1e3,
+                    "tags": dict(tags)})
         return out
 
     def send_feedback_raw(self, feedback):
@@ -325,6 +366,21 @@ class MnistModel:
                 "outputs": [{"messagetype": "ndarray", "schema": {"shape": [10]}}]}
 
 
+def _group_commit(setting: str, db_path: str) -> bool:
+    """``MNISTCL_LOG_GROUP_COMMIT``: true, false, or auto (the default): on for PostgreSQL, where a
+    write is a network round trip the event loop should not wait on, off for SQLite, where a
+    commit takes microseconds and handing it to a writer thread cost more than it saved
+    (bench/results/serve.json: serve-log-modes)."""
+    value = setting.strip().lower()
+    if value == "auto":
+        return is_postgres(db_path)
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"MNISTCL_LOG_GROUP_COMMIT must be true, false or auto, not {setting!r}")
+
+
 def _tokens(env: str) -> dict[str, str]:
     """A token list from ``env`` or the file named by ``env``_FILE ({} when neither is set)."""
     path = os.environ.get(f"{env}_FILE")
@@ -397,7 +453,7 @@ def seldon_error(status: int, message: str) -> Exception:
     gRPC puts in the status details)."""
     from seldon_core.flask_utils import SeldonMicroserviceException
 
-    reason = {400: "MICROSERVICE_BAD_DATA", 409: "MICROSERVICE_CONFLICT",
+    reason = {400: "MICROSERVICE_BAD_DATA", 409: "MICROSERVICE_CONFLICT", 500: "MICROSERVICE_INTERNAL_ERROR",
               503: "MICROSERVICE_UNAVAILABLE"}.get(status, "MICROSERVICE_UNAUTHORIZED")
     exc = SeldonMicroserviceException(message, status_code=status, reason=reason)
     exc.args = (message,)
@@ -445,6 +501,28 @@ def proto_to_request(msg) -> dict:
         out["strData"] = msg.strData
     elif which == "jsonData":
         out["jsonData"] = json_format.MessageToDict(msg.jsonData)
+    return out
+
+
+def _histograms(items: list[dict]) -> list[dict]:
+    """TIMER items (one value each, ms) and OBSERVATIONS (many) of one series as one HISTOGRAM
+    item: the counts in Seldon's bins and the sum, in seconds (what Seldon's TIMER stores)."""
+    from seldon_core.metrics import BINS
+
+    series: dict[tuple, tuple[dict, list]] = {}
+    out = []
+    for m in items:
+        if m.get("type") not in ("TIMER", "OBSERVATIONS"):
+            out.append(m)
+            continue
+        k = (m["key"], tuple(sorted(m.get("tags", {}).items())))
+        if k not in series:
+            series[k] = (m, [])
+        series[k][1].append(np.atleast_1d(np.asarray(m["value"], np.float64)))
+    for (key, _), (first, values) in series.items():
+        v = np.concatenate(values) / 1000.0
+        out.append({"type": "HISTOGRAM", "key": key, "tags": dict(first.get("tags", {})),
+                    "value": (np.histogram(v, BINS)[0].tolist(), float(v.sum()))})
     return out
 
 
