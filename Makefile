@@ -106,8 +106,8 @@ bench-train-quick: venv ## The same benchmark code on small data (a smoke run, ~
 	.venv-mlserver/bin/pip install $(PIP_FLAGS) -q -r bench/mlserver-requirements.txt
 	touch $@
 
-bench-serve: venv venv-serve .venv-mlserver/bin/.installed ## Serving load benchmark: Seldon vs raw ONNX vs MLServer, 127.0.0.1 (~2 min; run make demo first)
-	$(BIN)/python -m bench.serve --seconds 15
+bench-serve: venv venv-serve .venv-mlserver/bin/.installed ## Serving load benchmark: our server (shipped, group commit, old Flask path) vs MLServer vs raw ONNX, interleaved rounds, 127.0.0.1 (~5 min; run make demo first, or STORE=<registry>)
+	$(BIN)/python -m bench.serve --seconds 4 --rounds 4 $(if $(STORE),--store $(STORE))
 
 bench-serve-study: venv venv-serve ## Serving tuning study: payload formats, gRPC, batching, workers (~4 min; run make demo first)
 	$(BIN)/python -m bench.serve_study --seconds 8

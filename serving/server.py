@@ -69,9 +69,9 @@ def atomic_metrics(worker_id_func=os.getpid):
                         vals, sumv = worker_data.get(key, {}).get("value", (list(np.zeros(len(BINS) - 1)), 0))
                         if kind == "TIMER":  # milliseconds, as Seldon reads them
                             vals, sumv = SeldonMetrics._update_hist(m["value"] / 1000, vals, sumv)
-                        else:
+                        else:  # plain floats: the manager pickles the whole dict at every update
                             counts, total = m["value"]
-                            vals, sumv = list(np.asarray(vals) + np.asarray(counts)), sumv + total
+                            vals, sumv = (np.asarray(vals, np.float64) + np.asarray(counts)).tolist(), sumv + total
                         worker_data[key] = {"value": (vals, sumv), "tags": tags}
                     elif kind == "GAUGE":
                         worker_data[key] = {"value": m["value"], "tags": tags}
@@ -189,7 +189,7 @@ def main(argv=None) -> None:
         options={**common, "bind": f"{args.host}:{args.port}", "workers": args.workers, "threads": args.threads,
                  "timeout": 30, "worker_exit": partial(worker_exit, seldon_metrics=seldon_metrics),
                  # uvicorn's event loop in each worker process (the ASGI app); gunicorn's threads without it
-                 **({"worker_class": "uvicorn_worker.UvicornWorker"} if not args.no_fast_path else {})},
+                 **({"worker_class": "serving.worker.ModelServerWorker"} if not args.no_fast_path else {})},
     ).run()
 
 

@@ -483,7 +483,7 @@ def test_counted_histograms_expose_what_seldons_timers_did():
     script = """
 import numpy as np
 from seldon_core.metrics import SeldonMetrics
-from serving.model import _histograms, _merge_counters
+from serving.model import MetricsBuffer
 from serving.server import atomic_metrics
 rng = np.random.default_rng(0)
 conf, lat = rng.uniform(0.1, 1.0, 500), rng.exponential(5.0, 40)
@@ -493,8 +493,11 @@ ours, seldon = atomic_metrics(), SeldonMetrics()
 for i in range(0, 500, 50):  # one request's confidences at a time
     items.append({"type": "OBSERVATIONS", "key": "mnist_confidence", "value": conf[i:i + 50] * 1e3,
                   "tags": {"registry_version": "m1"}})
-ours.update(_histograms(_merge_counters(items[:60])), "predict")
-ours.update(_histograms(_merge_counters(items[60:])), "predict")
+for part in (items[:60], items[60:]):  # two flushes
+    buf = MetricsBuffer()
+    for m in part:
+        buf.add("predict", [m])
+    ours.update(buf.take()["predict"], "predict")
 for m in items:
     if m["type"] == "OBSERVATIONS":
         for v in m["value"]:

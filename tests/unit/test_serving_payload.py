@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mnistcl.images import encode_png
-from serving.model import _merge_counters
+from serving.model import MetricsBuffer
 from serving.payload import PayloadError, parse
 
 pytestmark = pytest.mark.unit
@@ -41,14 +41,21 @@ def test_bad_payloads(req, needle):
         parse(req, max_images=4)
 
 
-def test_merge_counters_sums_and_keeps_observations():
-    items = [{"type": "COUNTER", "key": "c", "value": 1, "tags": {"a": "1"}},
-             {"type": "COUNTER", "key": "c", "value": 2, "tags": {"a": "1"}},
-             {"type": "COUNTER", "key": "c", "value": 5, "tags": {"a": "2"}},
-             {"type": "TIMER", "key": "t", "value": 3.0, "tags": {}},
-             {"type": "TIMER", "key": "t", "value": 4.0, "tags": {}}]
-    out = _merge_counters(items)
-    assert [(m["key"], m["value"]) for m in out] == [("c", 3), ("c", 5), ("t", 3.0), ("t", 4.0)]
+def test_metrics_buffer_sums_counters_and_counts_observations():
+    buf = MetricsBuffer()
+    buf.add("predict", [{"type": "COUNTER", "key": "c", "value": 1, "tags": {"a": "1"}},
+                        {"type": "TIMER", "key": "t", "value": 3.0, "tags": {}}])
+    buf.add("predict", [{"type": "COUNTER", "key": "c", "value": 2, "tags": {"a": "1"}},
+                        {"type": "COUNTER", "key": "c", "value": 5, "tags": {"a": "2"}},
+                        {"type": "OBSERVATIONS", "key": "t", "value": np.array([4.0, 30.0]), "tags": {}}])
+    buf.add("feedback", [{"type": "COUNTER", "key": "c", "value": 7, "tags": {"a": "1"}}])
+    out = buf.take(bins=[0.0, 0.005, 0.01, 1.0])  # seconds, as Seldon's bins
+    assert [(m["key"], m["value"], m["tags"]) for m in out["predict"] if m["type"] == "COUNTER"] == \
+        [("c", 3, {"a": "1"}), ("c", 5, {"a": "2"})]
+    (hist,) = [m for m in out["predict"] if m["type"] == "HISTOGRAM"]
+    assert hist["key"] == "t" and hist["value"][0] == [2, 0, 1] and hist["value"][1] == pytest.approx(0.037)
+    assert out["feedback"] == [{"type": "COUNTER", "key": "c", "value": 7, "tags": {"a": "1"}}]
+    assert buf.take(bins=[0.0, 1.0]) == {}  # taken once
 
 
 # ---------------------------------------------------------------- property-based fuzzing
