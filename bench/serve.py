@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sqlite3
 import subprocess
 import tempfile
 import time
@@ -93,14 +92,15 @@ def raw_onnx(onnx_path: Path, x: np.ndarray, seconds: float = 3.0) -> dict:
     return {"rps": len(lat) / sum(lat), "p50_ms": float(np.percentile(lat, 50) * 1e3), "p99_ms": float(np.percentile(lat, 99) * 1e3)}
 
 
-#: The servers compared, in the order each round visits them: what ships, the same server with its
-#: prediction-log writes grouped by a writer thread (the PostgreSQL default), the previous
-#: path (the wrapper's Flask app on gunicorn's threads), and the peer.
-SERVERS = {
-    "seldon": {"args": (), "env": {}},
-    "seldon-group-commit": {"args": (), "env": {"MNISTCL_LOG_GROUP_COMMIT": "true"}},
-    "seldon-flask": {"args": ("--no-fast-path",), "env": {}},
-}
+#: The servers compared, in the order each round visits them: what ships, the same server with
+#: the other way of writing the log (group commit on SQLite, inline on PostgreSQL: the defaults
+#: are the other way round), the previous path (the wrapper's Flask app on gunicorn's threads),
+#: and the peer.
+def servers(postgres: bool) -> dict[str, dict]:
+    other = ("seldon-inline", "false") if postgres else ("seldon-group-commit", "true")
+    return {"seldon": {"args": (), "env": {}},
+            other[0]: {"args": (), "env": {"MNISTCL_LOG_GROUP_COMMIT": other[1]}},
+            "seldon-flask": {"args": ("--no-fast-path",), "env": {}}}
 CASES = [(1, 1), (1, 8), (16, 1), (16, 8)]
 
 
@@ -133,12 +133,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--workers", type=int, default=2, help="model server processes (configs/deploy.yaml prod: 2)")
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--store", type=Path, default=ROOT / ".mnistcl" / "store", help="registry with a champion")
-    ap.add_argument("--out", type=Path, default=RESULTS / "serve.json")
+    ap.add_argument("--out", type=Path, default=None, help="default bench/results/serve.json "
+                    "(serve-postgres.json with --postgres)")
+    ap.add_argument("--postgres", action="store_true",
+                    help="each server's prediction log in its own database of a local PostgreSQL (tests/pgserver.py)")
     ap.add_argument("--mlserver-python", type=Path, default=ROOT / ".venv-mlserver" / "bin" / "python",
                     help="python of an environment with MLServer (skipped if missing)")
     args = ap.parse_args(argv)
 
     from mnistcl.datasets import find_mnist_csvs, read_mnist_csv
+    from mnistcl.predlog import PredictionLog
     from mnistcl.registry import Registry
     from mnistcl.storage import LocalStorage
 
@@ -147,11 +151,24 @@ def main(argv=None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     onnx_path = reg.fetch(champion, "onnx", work / "cache")
     xt, _ = read_mnist_csv(find_mnist_csvs()[1], "test")
-    procs, urls = {}, {}
+    out = args.out or RESULTS / ("serve-postgres.json" if args.postgres else "serve.json")
+    SERVERS = servers(args.postgres)  # noqa: N806 - the table above, for this run
+    procs, urls, logs, pg = {}, {}, {}, None
     try:
+        if args.postgres:
+            import psycopg
+
+            from tests.pgserver import PostgresServer
+
+            pg = PostgresServer()
+            pg.start()
+            with psycopg.connect(pg.url, autocommit=True) as c:
+                for name in SERVERS:
+                    c.execute(f'CREATE DATABASE "{name}"')
         for name, spec in SERVERS.items():
             port = free_port()
-            procs[name] = launch.start(args.store, work / f"{name}.db", work / "cache", work / f"{name}.log", port=port,
+            logs[name] = pg.url.rsplit("/", 1)[0] + f"/{name}" if pg else str(work / f"{name}.db")
+            procs[name] = launch.start(args.store, logs[name], work / "cache", work / f"{name}.log", port=port,
                                        metrics_port=free_port(), workers=args.workers, threads=args.threads,
                                        extra_args=spec["args"], extra_env=spec["env"])
             urls[name] = f"http://127.0.0.1:{port}/api/v1.0/predictions"
@@ -159,6 +176,7 @@ def main(argv=None) -> dict:
             procs["mlserver"], ml_url = start_mlserver(args.mlserver_python, onnx_path, work)
             urls["mlserver"] = f"{ml_url}/v2/models/mnist/infer"
         result = {"champion": champion, "workers": args.workers, "threads": args.threads,
+                  "prediction_log": "PostgreSQL (127.0.0.1)" if pg else "SQLite",
                   "seconds_per_round": args.seconds, "rounds": args.rounds, "client": "KeepAliveClient",
                   "servers": {n: " ".join(SERVERS[n]["args"]) + " ".join(f"{k}={v}" for k, v in SERVERS[n]["env"].items())
                               for n in SERVERS}, "cases": {}}
@@ -192,8 +210,7 @@ def main(argv=None) -> dict:
                 for name in urls) + f"; raw ONNX {raw['rps']:.0f}/s", flush=True)
         missing, accepted = {}, {}
         for name, got in ids.items():
-            with sqlite3.connect(work / f"{name}.db") as c:
-                logged = {row[0] for row in c.execute("SELECT DISTINCT request_id FROM predictions")}
+            logged = PredictionLog(logs[name]).request_ids()
             accepted[name], missing[name] = len(got), len(set(got) - logged)
         result["accepted"], result["missing_from_log_by_server"] = accepted, missing
         result["missing_from_log"] = sum(missing.values())
@@ -201,8 +218,10 @@ def main(argv=None) -> dict:
     finally:
         for proc in procs.values():
             launch.stop(proc)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+        if pg is not None:
+            pg.close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 

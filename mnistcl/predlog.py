@@ -111,8 +111,9 @@ class FeedbackConflict(ValueError):
                          f"so this feedback was not applied and is kept for review")
 
 
-#: How often the model server copies the prediction log's write-ahead log into the database.
-CHECKPOINT_S = 1.0
+#: How often the model server copies the prediction log's write-ahead log into the database (every
+#: 5 s: p99 at 16 digits x 8 clients 19.4-19.5 ms against 20.5-24.0 every second, in alternating runs).
+CHECKPOINT_S = 5.0
 #: The most requests' predictions one group commit writes (a batch of 64 images each: 4,096 rows).
 GROUP_MAX = 64
 
