@@ -52,14 +52,14 @@ def load(url: str, body: dict, seconds: float, concurrency: int,
     return drive(lambda: KeepAliveClient(url), send, seconds, concurrency)
 
 
-def start_mlserver(python: Path, onnx_path: Path, work: Path) -> tuple[subprocess.Popen, str]:
+def start_mlserver(python: Path, onnx_path: Path, work: Path, parallel_workers: int = 0) -> tuple[subprocess.Popen, str]:
     """MLServer serving the same ONNX file through bench/mlserver_runtime.py, on 127.0.0.1."""
     folder = work / "mlserver"
     folder.mkdir()
     port = free_port()
     (folder / "settings.json").write_text(json.dumps({
         "host": "127.0.0.1", "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
-        "parallel_workers": 0, "debug": False}))
+        "parallel_workers": parallel_workers, "debug": False}))
     (folder / "model-settings.json").write_text(json.dumps({
         "name": "mnist", "implementation": "mlserver_runtime.OnnxDigits", "parameters": {"uri": str(onnx_path)}}))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
@@ -135,6 +135,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--store", type=Path, default=ROOT / ".mnistcl" / "store", help="registry with a champion")
     ap.add_argument("--out", type=Path, default=None, help="default bench/results/serve.json "
                     "(serve-postgres.json with --postgres)")
+    ap.add_argument("--mlserver-workers", type=int, default=0,
+                    help="MLServer's parallel_workers (0: inference in its one server process, its fastest here)")
     ap.add_argument("--postgres", action="store_true",
                     help="each server's prediction log in its own database of a local PostgreSQL (tests/pgserver.py)")
     ap.add_argument("--mlserver-python", type=Path, default=ROOT / ".venv-mlserver" / "bin" / "python",
@@ -173,9 +175,10 @@ def main(argv=None) -> dict:
                                        extra_args=spec["args"], extra_env=spec["env"])
             urls[name] = f"http://127.0.0.1:{port}/api/v1.0/predictions"
         if args.mlserver_python.exists():
-            procs["mlserver"], ml_url = start_mlserver(args.mlserver_python, onnx_path, work)
+            procs["mlserver"], ml_url = start_mlserver(args.mlserver_python, onnx_path, work, args.mlserver_workers)
             urls["mlserver"] = f"{ml_url}/v2/models/mnist/infer"
         result = {"champion": champion, "workers": args.workers, "threads": args.threads,
+                  "mlserver_parallel_workers": args.mlserver_workers,
                   "prediction_log": "PostgreSQL (127.0.0.1)" if pg else "SQLite",
                   "seconds_per_round": args.seconds, "rounds": args.rounds, "client": "KeepAliveClient",
                   "servers": {n: " ".join(SERVERS[n]["args"]) + " ".join(f"{k}={v}" for k, v in SERVERS[n]["env"].items())
@@ -185,7 +188,7 @@ def main(argv=None) -> dict:
             x = xt[:n]
             bodies = {name: {"data": {"ndarray": x.tolist()}} for name in SERVERS}
             bodies["mlserver"] = {"inputs": [{"name": "image", "shape": [n, 28, 28], "datatype": "FP32",
-                                              "data": x.reshape(-1).astype(float).tolist()}]}
+                                              "data": x.reshape(-1).tolist()}]}  # the same integers as ours
             rounds: dict[str, list] = {name: [] for name in urls}
             for _ in range(args.rounds):  # interleaved: a slow spell of the machine hits every server alike
                 for name, url in urls.items():

@@ -23,6 +23,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,12 @@ class FeedbackConflict(ValueError):
 #: How often the model server copies the prediction log's write-ahead log into the database (every
 #: 5 s: p99 at 16 digits x 8 clients 19.4-19.5 ms against 20.5-24.0 every second, in alternating runs).
 CHECKPOINT_S = 5.0
+#: How long a SQLite writer waits for the log's writer lock before the log counts as unavailable.
+WRITER_LOCK_TIMEOUT_S = 30.0
+#: A checkpoint that finds more frames than this in the write-ahead log runs again holding the
+#: writer lock, so the log is copied back whole and the next writer starts it over (a checkpoint
+#: beside busy writers never catches up, and the file would grow while traffic lasts).
+WAL_RESTART_FRAMES = 16384
 #: The most requests' predictions one group commit writes (a batch of 64 images each: 4,096 rows).
 GROUP_MAX = 64
 
@@ -137,7 +144,10 @@ class Pending:
             self.done.set()
             callbacks, self._callbacks = self._callbacks, []
         for fn in callbacks:
-            fn()
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - e.g. an event loop already closed: the others still run
+                log.exception("prediction log: a commit callback failed")
 
     def on_done(self, fn: Callable[[], None]) -> None:
         with self._lock:
@@ -152,17 +162,56 @@ class Pending:
             raise self.error
 
 
-class _Flock:
-    __slots__ = ("fd",)
+class _WriterLock:
+    """The SQLite log's writer lock: threads of this process queue on a ``threading.Lock``,
+    processes on ``flock`` of ``<log>.writer`` (one descriptor per log object). Past
+    ``WRITER_LOCK_TIMEOUT_S`` it raises sqlite3.OperationalError, which the log reports as
+    unavailable (a 503), as SQLite's own busy timeout did: a writer stopped while holding the
+    lock must not freeze the model server's event loop. Waiting for another process polls in
+    steps of 0.1 to 2 ms (SQLite's busy handler: 1 to 100 ms)."""
 
-    def __init__(self, fd: int):
-        self.fd = fd
+    def __init__(self, path: str):
+        self.path = path
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+        self._finalizer = None
+
+    def _descriptor(self) -> int:
+        if self._fd is None:
+            old = os.umask(0o007)  # group-writable: another writer of the log may run as another user
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o660)
+            finally:
+                os.umask(old)
+            self._finalizer = weakref.finalize(self, os.close, self._fd)
+        return self._fd
 
     def __enter__(self):
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        if not self._thread_lock.acquire(timeout=WRITER_LOCK_TIMEOUT_S):
+            raise sqlite3.OperationalError(f"prediction log writer lock: this process's writers waited over "
+                                           f"{WRITER_LOCK_TIMEOUT_S:.0f} s")
+        try:
+            fd = self._descriptor()
+            deadline, pause = time.monotonic() + WRITER_LOCK_TIMEOUT_S, 0.0001
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return self
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise sqlite3.OperationalError(f"prediction log writer lock {self.path} held by another "
+                                                       f"process for over {WRITER_LOCK_TIMEOUT_S:.0f} s") from None
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.002)
+        except BaseException:
+            self._thread_lock.release()
+            raise
 
     def __exit__(self, *exc):
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
 
 
 def is_postgres(location: str | Path) -> bool:
@@ -193,6 +242,7 @@ class PredictionLog:
         self._group: list[Pending] = []
         self._group_cond = threading.Condition()
         self._group_writer: threading.Thread | None = None
+        self._writer_lock: _WriterLock | None = None
         self.pg = is_postgres(location)
         self.ph = "%s" if self.pg else "?"
         self._local = threading.local()
@@ -231,8 +281,12 @@ class PredictionLog:
             try:
                 if conn is None:
                     conn = sqlite3.connect(self.location, timeout=30, isolation_level=None)
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.Error as exc:  # the next round tries again; writers are never held up
+                    conn.execute("PRAGMA journal_size_limit=67108864")  # the file cut back after a restart
+                _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if frames > WAL_RESTART_FRAMES:
+                    with self._sqlite_writer():
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:  # the next round tries again
                 log.warning("prediction log checkpoint failed: %s", exc)
                 conn = None
 
@@ -362,11 +416,9 @@ class PredictionLog:
         one waiting on ``flock`` wakes the moment the other commits, while one waiting inside
         SQLite polls with sleeps of 1, 2, 5 ... 100 ms (measured: two model-server processes writing
         1-digit requests lost a third of their throughput to those sleeps)."""
-        fd = getattr(self._local, "lock_fd", None)
-        if fd is None:
-            fd = os.open(f"{self.location}.writer", os.O_RDWR | os.O_CREAT, 0o600)
-            self._local.lock_fd = fd
-        return _Flock(fd)
+        if self._writer_lock is None:
+            self._writer_lock = _WriterLock(f"{self.location}.writer")
+        return self._writer_lock
 
     def _tx(self, statements: list[tuple[str, list]]) -> None:
         """Run statements in one transaction (all or nothing)."""
@@ -459,8 +511,10 @@ class PredictionLog:
                 while not self._group:
                     self._group_cond.wait()
                 batch, self._group = self._group[:GROUP_MAX], self._group[GROUP_MAX:]
+            committed = False
             try:
                 self._transaction(lambda conn, batch=batch: [p.write(conn) for p in batch])
+                committed = True
             except LogUnavailable as exc:
                 for p in batch:
                     p.error = exc
@@ -470,8 +524,11 @@ class PredictionLog:
                         self._transaction(p.write)
                     except Exception as exc:  # noqa: BLE001 - handed to the request that wrote it
                         p.error = exc
+                committed = True  # each one committed or holds its own error
             finally:
-                for p in batch:  # never leave a request waiting, whatever happened
+                for p in batch:  # never leave a request waiting, and never let it think it was written
+                    if not committed and p.error is None:
+                        p.error = LogUnavailable("prediction log writer stopped before the commit")
                     p.finish()
 
     def log_rejected(self, endpoint: str, reason: str) -> None:

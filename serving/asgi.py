@@ -45,7 +45,7 @@ class EdgeASGI:
         if scope["type"] == "lifespan":
             return await _lifespan(receive, send)
         if scope["type"] == "http" and (refused := _over_limits(scope)):
-            return await _reply(send, *refused)
+            return await _reply(send, *refused, close=True)
         headers = dict(scope.get("headers") or ()) if scope["type"] == "http" else {}
         length = self._ordinary(scope, headers)
         if length is None:
@@ -93,7 +93,12 @@ class EdgeASGI:
         and no Origin; None otherwise."""
         if scope["type"] != "http" or scope["method"] != "POST" or scope.get("query_string"):
             return None
-        if (scope["path"].rstrip("/") or "/") not in edge.PREDICT_ROUTES or b"origin" in headers:
+        # Exactly the wrapper's routes (it 404s a trailing slash); one value per header (a repeated
+        # Authorization or Content-Type is the Flask path's to judge, as gunicorn joined them);
+        # no Expect but 100-continue (gunicorn answered 417).
+        if scope["path"] not in edge.PREDICT_ROUTES or b"origin" in headers or len(headers) != len(scope["headers"]):
+            return None
+        if headers.get(b"expect", b"100-continue").lower() != b"100-continue":
             return None
         ctype = headers.get(b"content-type", b"").partition(b";")[0].strip().lower()
         length = headers.get(b"content-length", b"")
@@ -110,8 +115,10 @@ LIMIT_REQUEST_LINE, LIMIT_FIELD_SIZE, LIMIT_FIELDS = 4094, 8190, 100
 def _over_limits(scope) -> tuple[int, dict] | None:
     """414 / 431 for a request line or headers over gunicorn's limits (what the threaded server
     answered before; uvicorn would accept a URL or a header of any length)."""
-    line = len(scope["method"]) + len(scope.get("raw_path") or scope["path"].encode()) + \
-        len(scope.get("query_string") or b"") + 11  # "? HTTP/1.1" and the spaces
+    query = scope.get("query_string") or b""
+    # "METHOD SP path[?query] SP HTTP/1.1", as gunicorn measures it
+    line = len(scope["method"]) + 1 + len(scope.get("raw_path") or scope["path"].encode()) + \
+        (1 + len(query) if query else 0) + 9
     if line > LIMIT_REQUEST_LINE:
         return 414, _status(f"request line too large: {line:,} bytes; the limit is {LIMIT_REQUEST_LINE:,} "
                             "(POST the message as the JSON body)")
@@ -119,7 +126,7 @@ def _over_limits(scope) -> tuple[int, dict] | None:
     if len(headers) > LIMIT_FIELDS:
         return 431, _status(f"request header fields too large: {len(headers)} headers; the limit is {LIMIT_FIELDS}")
     for name, value in headers:
-        if len(name) + len(value) + 2 > LIMIT_FIELD_SIZE:
+        if len(name) + 2 + len(value) + 2 > LIMIT_FIELD_SIZE:  # "Name: value" CRLF
             return 431, _status(f"request header fields too large: {name.decode('latin-1')[:40]} is "
                                 f"{len(value):,} bytes; the limit is {LIMIT_FIELD_SIZE:,}")
     return None
@@ -129,10 +136,11 @@ def _status(info: str) -> dict:
     return {"status": {"status": 1, "info": info, "code": -1, "reason": "MICROSERVICE_BAD_DATA"}}
 
 
-async def _reply(send, status: int, response: dict) -> None:
+async def _reply(send, status: int, response: dict, close: bool = False) -> None:
     out = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]})
+                "headers": headers + [(b"connection", b"close")] if close else headers})
     await send({"type": "http.response.body", "body": out})
 
 

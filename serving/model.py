@@ -103,8 +103,9 @@ class MnistModel:
     def load(self) -> None:
         """Per worker (after gunicorn forks): open the log, load the alias, watch it."""
         # readiness reports a database down; concurrent requests' predictions share a transaction
-        self.predlog = PredictionLog(self.db_path, connect=False, group_commit=self.group_commit,
-                                     background_checkpoint=True)
+        if self.predlog is None:  # once: a load retried after a failure starts no second checkpointer
+            self.predlog = PredictionLog(self.db_path, connect=False, group_commit=self.group_commit,
+                                         background_checkpoint=True)
         reg = self._registry()
         version = reg.resolve(self.alias)
         self.model = LoadedModel(version, reg.fetch(version, "onnx", self.cache))

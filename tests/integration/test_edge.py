@@ -383,6 +383,52 @@ def test_oversized_body_is_answered_413_not_reset(server):
     assert answer.startswith(b"HTTP/1.1 413") and b"payload too large" in answer, answer[:300]
 
 
+def test_an_endless_header_is_cut_off_as_it_arrives(server, mnist_small):
+    """A header that never ends (uvicorn's parser has no limit of its own and would hold it all):
+    431 and the connection closed once the head passes about a megabyte, long before the sender
+    stops; the server's memory barely moves and it answers the next request."""
+    rss_before = server_rss(server)
+    sent = 0
+    with socket.create_connection(("127.0.0.1", server["port"]), timeout=30) as s:
+        s.sendall(b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nHost: x\r\nX-Endless: ")
+        try:
+            for _ in range(64 * 16):  # up to 64 MB
+                s.sendall(b"a" * 65536)
+                sent += 65536
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = b""
+        try:
+            while chunk := s.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+    assert sent < 8 * 2**20, sent  # cut off within a few megabytes
+    assert answer.startswith(b"HTTP/1.1 431") and b"too large" in answer, answer[:300]
+    assert grown(rss_before, server_rss(server)) < 32 * 2**20, (rss_before, server_rss(server))
+    r = httpx.post(server["url"] + PREDICT, json={"data": {"ndarray": mnist_small["test"][0][:1].tolist()}}, timeout=10)
+    assert r.status_code == 200
+
+
+def test_routes_and_headers_the_wrapper_would_not_take_are_not_predicted(server, mnist_small):
+    """A trailing slash is not the wrapper's route (refused by it, nothing logged); a repeated Authorization
+    is judged as the Flask path joins it, never by its last value alone."""
+    import sqlite3
+
+    body = json.dumps({"data": {"ndarray": mnist_small["test"][0][:1].tolist()}})
+    with sqlite3.connect(server["db"]) as c:
+        before = c.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+    for path in ("/predict/", "/api/v1.0/predictions/", "/api/v1.0/predictions//"):
+        r = httpx.post(server["url"] + path, content=body, headers={"Content-Type": "application/json"}, timeout=10)
+        assert r.status_code in (404, 405), (path, r.status_code, r.text[:200])
+    with sqlite3.connect(server["db"]) as c:
+        assert c.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == before
+    ok = httpx.post(server["url"] + PREDICT, content=body, timeout=10,
+                    headers=[("Content-Type", "application/json"), ("Authorization", "Bearer a"),
+                             ("Authorization", "Bearer b")])
+    assert ok.status_code == 200, ok.text[:200]  # predict is open on this server: both paths answer it
+
+
 def test_cors_is_off_and_browsers_on_other_sites_are_refused(server):
     """No Access-Control-Allow-Origin on any answer (errors included), preflights fail, and a
     request a browser sends from another site (it always says its Origin) is refused, even the
