@@ -14,22 +14,21 @@ one transaction and a second insert of the same rows is a no-op (``ON CONFLICT D
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
 import re
 import sqlite3
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
+
+from mnistcl.logwrites import GroupCommit, LogUnavailable, Pending, WriterLock, checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +97,6 @@ _SCHEMA_LOCK = 0x6D6E6973  # advisory lock key ("mnis") guarding schema creation
 CONNECT_TIMEOUT_S = 3
 
 
-class LogUnavailable(RuntimeError):
-    """The prediction log's database cannot be reached or written, even on a fresh connection."""
-
-
 class FeedbackConflict(ValueError):
     """Labels that differ from ones already recorded: refused, kept in feedback_conflicts for review."""
 
@@ -110,108 +105,6 @@ class FeedbackConflict(ValueError):
         shown = ", ".join(f"image {i}: recorded {old}, sent {new}" for i, old, new in conflicts[:5])
         super().__init__(f"request {request_id} already has different labels ({shown}); labels are written once, "
                          f"so this feedback was not applied and is kept for review")
-
-
-#: How often the model server copies the prediction log's write-ahead log into the database (every
-#: 5 s: p99 at 16 digits x 8 clients 19.4-19.5 ms against 20.5-24.0 every second, in alternating runs).
-CHECKPOINT_S = 5.0
-#: How long a SQLite writer waits for the log's writer lock before the log counts as unavailable.
-WRITER_LOCK_TIMEOUT_S = 30.0
-#: A checkpoint that finds more frames than this in the write-ahead log runs again holding the
-#: writer lock, so the log is copied back whole and the next writer starts it over (a checkpoint
-#: beside busy writers never catches up, and the file would grow while traffic lasts).
-WAL_RESTART_FRAMES = 16384
-#: The most requests' predictions one group commit writes (a batch of 64 images each: 4,096 rows).
-GROUP_MAX = 64
-
-
-class Pending:
-    """One request's write waiting for the group commit: ``result()`` waits for it (and raises
-    what failed it); ``on_done(fn)`` calls ``fn`` once it is committed or failed (at once if it
-    is), from the writer thread: how an event loop learns without a thread of its own waiting."""
-
-    __slots__ = ("write", "done", "error", "_callbacks", "_lock")
-
-    def __init__(self, write: Callable[[Any], None]):
-        self.write, self.done, self.error = write, threading.Event(), None
-        self._callbacks: list[Callable[[], None]] = []
-        self._lock = threading.Lock()
-
-    def finish(self) -> None:
-        with self._lock:
-            if self.done.is_set():
-                return
-            self.done.set()
-            callbacks, self._callbacks = self._callbacks, []
-        for fn in callbacks:
-            try:
-                fn()
-            except Exception:  # noqa: BLE001 - e.g. an event loop already closed: the others still run
-                log.exception("prediction log: a commit callback failed")
-
-    def on_done(self, fn: Callable[[], None]) -> None:
-        with self._lock:
-            if not self.done.is_set():
-                self._callbacks.append(fn)
-                return
-        fn()
-
-    def result(self) -> None:
-        self.done.wait()
-        if self.error is not None:
-            raise self.error
-
-
-class _WriterLock:
-    """The SQLite log's writer lock: threads of this process queue on a ``threading.Lock``,
-    processes on ``flock`` of ``<log>.writer`` (one descriptor per log object). Past
-    ``WRITER_LOCK_TIMEOUT_S`` it raises sqlite3.OperationalError, which the log reports as
-    unavailable (a 503), as SQLite's own busy timeout did: a writer stopped while holding the
-    lock must not freeze the model server's event loop. Waiting for another process polls in
-    steps of 0.1 to 2 ms (SQLite's busy handler: 1 to 100 ms)."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self._thread_lock = threading.Lock()
-        self._fd: int | None = None
-        self._finalizer = None
-
-    def _descriptor(self) -> int:
-        if self._fd is None:
-            old = os.umask(0o007)  # group-writable: another writer of the log may run as another user
-            try:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o660)
-            finally:
-                os.umask(old)
-            self._finalizer = weakref.finalize(self, os.close, self._fd)
-        return self._fd
-
-    def __enter__(self):
-        if not self._thread_lock.acquire(timeout=WRITER_LOCK_TIMEOUT_S):
-            raise sqlite3.OperationalError(f"prediction log writer lock: this process's writers waited over "
-                                           f"{WRITER_LOCK_TIMEOUT_S:.0f} s")
-        try:
-            fd = self._descriptor()
-            deadline, pause = time.monotonic() + WRITER_LOCK_TIMEOUT_S, 0.0001
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    return self
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise sqlite3.OperationalError(f"prediction log writer lock {self.path} held by another "
-                                                       f"process for over {WRITER_LOCK_TIMEOUT_S:.0f} s") from None
-                    time.sleep(pause)
-                    pause = min(pause * 2, 0.002)
-        except BaseException:
-            self._thread_lock.release()
-            raise
-
-    def __exit__(self, *exc):
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-        finally:
-            self._thread_lock.release()
 
 
 def is_postgres(location: str | Path) -> bool:
@@ -231,7 +124,7 @@ class PredictionLog:
         """``connect=False``: connect on first use (a server that starts while the database is
         down still loads its model, and its readiness says what is wrong). ``group_commit``: the
         predictions of concurrent requests are written by one thread, as many requests per
-        transaction as are waiting (see :meth:`_commit_grouped`); the model server's choice.
+        transaction as are waiting (mnistcl.logwrites.GroupCommit); the model server's choice.
         ``background_checkpoint`` (SQLite; the model server): this process's commits never copy
         the write-ahead log back into the database themselves (SQLite's automatic checkpoint runs
         inside whichever commit crosses 1,000 pages, fsync included, and everyone queued behind
@@ -239,10 +132,8 @@ class PredictionLog:
         the writers (PASSIVE: it never blocks them)."""
         self.location = str(location)
         self.group_commit = group_commit
-        self._group: list[Pending] = []
-        self._group_cond = threading.Condition()
-        self._group_writer: threading.Thread | None = None
-        self._writer_lock: _WriterLock | None = None
+        self._group = GroupCommit(lambda body: self._transaction(body)) if group_commit else None
+        self._writer_lock: WriterLock | None = None
         self.pg = is_postgres(location)
         self.ph = "%s" if self.pg else "?"
         self._local = threading.local()
@@ -258,7 +149,8 @@ class PredictionLog:
             self._faults = (sqlite3.OperationalError,)
         self.background_checkpoint = background_checkpoint and not self.pg
         if self.background_checkpoint:
-            threading.Thread(target=self._checkpoints, daemon=True, name="prediction-log-checkpoint").start()
+            threading.Thread(target=checkpoints, args=(self.location, self._sqlite_writer), daemon=True,
+                             name="prediction-log-checkpoint").start()
         if connect:
             self._run(lambda conn: None)  # connect and create the schema now
 
@@ -274,22 +166,6 @@ class PredictionLog:
             conn.execute("PRAGMA wal_autocheckpoint=0")
         return conn
 
-    def _checkpoints(self) -> None:
-        conn = None
-        while True:
-            time.sleep(CHECKPOINT_S)
-            try:
-                if conn is None:
-                    conn = sqlite3.connect(self.location, timeout=30, isolation_level=None)
-                    conn.execute("PRAGMA journal_size_limit=67108864")  # the file cut back after a restart
-                _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                if frames > WAL_RESTART_FRAMES:
-                    with self._sqlite_writer():
-                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.Error as exc:  # the next round tries again
-                log.warning("prediction log checkpoint failed: %s", exc)
-                conn = None
-
     def _create_schema(self, conn) -> None:
         ddl = _TABLES.format(blob="BYTEA" if self.pg else "BLOB")
         if self.pg:
@@ -303,6 +179,7 @@ class PredictionLog:
                 cols = {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns "
                                                    "WHERE table_name = 'predictions'").fetchall()}
                 self._migrate(conn, cols, "BIGINT")
+                self._indexes(conn)  # under the same lock: these race too (pg_class unique violation)
         else:
             conn.executescript(ddl)
             conn.execute("BEGIN IMMEDIATE")
@@ -312,6 +189,10 @@ class PredictionLog:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            self._indexes(conn)
+
+    @staticmethod
+    def _indexes(conn) -> None:
         for col in (*_NUMBERED, "puid"):
             conn.execute(f"CREATE INDEX IF NOT EXISTS predictions_{col} ON predictions({col})")
 
@@ -417,7 +298,7 @@ class PredictionLog:
         SQLite polls with sleeps of 1, 2, 5 ... 100 ms (measured: two model-server processes writing
         1-digit requests lost a third of their throughput to those sleeps)."""
         if self._writer_lock is None:
-            self._writer_lock = _WriterLock(f"{self.location}.writer")
+            self._writer_lock = WriterLock(f"{self.location}.writer")
         return self._writer_lock
 
     def _tx(self, statements: list[tuple[str, list]]) -> None:
@@ -479,57 +360,11 @@ class PredictionLog:
         if not self.group_commit:
             self._transaction(write)
             return None
-        pending = self._commit_grouped(write)
+        pending = self._group.submit(write)
         if wait:
             pending.result()
             return None
         return pending
-
-    def _commit_grouped(self, write: Callable[[Any], None]) -> Pending:
-        """Group commit: hand ``write`` to this log's writer thread and return once the
-        transaction holding it has committed (so nothing is answered that the log does not hold).
-        The writer takes every write waiting when it is free, up to ``GROUP_MAX``, into one
-        transaction: one commit and one counter-row lock for many requests, and no request
-        threads queueing on the database's write lock (SQLite's busy handler sleeps in steps of
-        up to 100 ms; measured p99 of 0.1-0.6 s at 8 concurrent requests). Nothing waits for a
-        batch to fill: an idle writer takes a single write at once. A batch that fails for any
-        reason but the database being unavailable is retried one write per transaction, so one
-        request's failure is its own."""
-        pending = Pending(write)
-        with self._group_cond:
-            if self._group_writer is None or not self._group_writer.is_alive():
-                self._group_writer = threading.Thread(target=self._write_groups, daemon=True,
-                                                      name="prediction-log-writer")
-                self._group_writer.start()
-            self._group.append(pending)
-            self._group_cond.notify()
-        return pending
-
-    def _write_groups(self) -> None:
-        while True:
-            with self._group_cond:
-                while not self._group:
-                    self._group_cond.wait()
-                batch, self._group = self._group[:GROUP_MAX], self._group[GROUP_MAX:]
-            committed = False
-            try:
-                self._transaction(lambda conn, batch=batch: [p.write(conn) for p in batch])
-                committed = True
-            except LogUnavailable as exc:
-                for p in batch:
-                    p.error = exc
-            except Exception:  # noqa: BLE001 - find whose write it was: each alone
-                for p in batch:
-                    try:
-                        self._transaction(p.write)
-                    except Exception as exc:  # noqa: BLE001 - handed to the request that wrote it
-                        p.error = exc
-                committed = True  # each one committed or holds its own error
-            finally:
-                for p in batch:  # never leave a request waiting, and never let it think it was written
-                    if not committed and p.error is None:
-                        p.error = LogUnavailable("prediction log writer stopped before the commit")
-                    p.finish()
 
     def log_rejected(self, endpoint: str, reason: str) -> None:
         p = self.ph

@@ -4,7 +4,7 @@ An ordinary predict request (POST of JSON to a predict route, a Content-Length w
 query, no ``Origin``) is answered on the event loop: orjson parses it, the wrapper's own
 ``seldon_methods.predict`` runs the component (serving/model.py), and the answer goes out once
 the prediction log has committed the request's images. The log write is handed to the log's
-writer thread (``DEFER_LOG``, mnistcl/predlog.py group commit), so the loop serves other
+writer thread (``DEFER_LOG``, mnistcl/logwrites.py GroupCommit), so the loop serves other
 requests while it commits, and all the requests waiting share one transaction: nothing is
 answered that the log does not hold, and nothing waits on a lock.
 

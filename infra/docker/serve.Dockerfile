@@ -13,7 +13,7 @@ COPY requirements/serve.lock requirements/
 RUN pip install --require-hashes --no-deps -r requirements/serve.lock \
  && python -c "import seldon_core.wrapper, onnxruntime, gunicorn; print('gunicorn', gunicorn.__version__)"
 COPY serving serving
-COPY mnistcl/__init__.py mnistcl/credentials.py mnistcl/onnx_utils.py mnistcl/predlog.py mnistcl/registry.py mnistcl/storage.py mnistcl/images.py mnistcl/
+COPY mnistcl/__init__.py mnistcl/credentials.py mnistcl/onnx_utils.py mnistcl/predlog.py mnistcl/logwrites.py mnistcl/registry.py mnistcl/storage.py mnistcl/images.py mnistcl/
 RUN useradd --uid 10001 --no-create-home mnistcl
 USER 10001
 EXPOSE 9000 6000

@@ -62,9 +62,9 @@ def test_a_writer_lock_held_elsewhere_makes_the_log_unavailable_not_a_hang(tmp_p
     import fcntl
     import os
 
-    import mnistcl.predlog as predlog
+    import mnistcl.logwrites as logwrites
 
-    monkeypatch.setattr(predlog, "WRITER_LOCK_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(logwrites, "WRITER_LOCK_TIMEOUT_S", 0.3)
     plog = PredictionLog(tmp_path / "p.db")
     _write(plog)
     fd = os.open(tmp_path / "p.db.writer", os.O_RDWR)
@@ -86,10 +86,10 @@ def test_the_write_ahead_log_starts_over_under_steady_writes(tmp_path, monkeypat
     import sqlite3
     import threading
 
-    import mnistcl.predlog as predlog
+    import mnistcl.logwrites as logwrites
 
-    monkeypatch.setattr(predlog, "CHECKPOINT_S", 0.05)
-    monkeypatch.setattr(predlog, "WAL_RESTART_FRAMES", 200)
+    monkeypatch.setattr(logwrites, "CHECKPOINT_S", 0.05)
+    monkeypatch.setattr(logwrites, "WAL_RESTART_FRAMES", 200)
     plog = PredictionLog(tmp_path / "p.db", background_checkpoint=True)
     stop = threading.Event()
     written = [0]
