@@ -67,10 +67,10 @@ def main(argv=None) -> dict:
     outside_reference = np.setdiff1d(np.arange(len(xtr)), in_reference)
     n = cfg.window_images
 
-    def check(x, drift_cfg=cfg.drift) -> tuple[bool, bool, float, float]:
+    def check(x) -> tuple[bool, bool, float, float]:
         t = time.perf_counter()
         feats = features(x)
-        d = check_drift(reference, feats, drift_cfg)
+        d = check_drift(reference, feats, cfg.drift)
         rules = evaluate_input_rules(cfg, feats, n_rejected=0)
         return d.drifted, any(r.breached for r in rules), d.share, time.perf_counter() - t
 
@@ -122,9 +122,10 @@ def main(argv=None) -> dict:
         direct = check(x)
         big.append(direct[3])
         t = time.perf_counter()
-        theirs = evidently_scores(reference, features(x), cfg.drift)
+        feats = features(x)
+        theirs = evidently_scores(reference, feats, cfg.drift)
         via_evidently.append(time.perf_counter() - t)
-        mine = check_drift(reference, features(x), cfg.drift).scores
+        mine = check_drift(reference, feats, cfg.drift).scores
         same = same and all(abs(mine[c] - v) <= 1e-9 * max(1.0, abs(v)) for c, v in theirs.items())
     out["seconds_per_check_5000"] = float(np.median(big))
     out["evidently_seconds_per_check_5000"] = float(np.median(via_evidently))

@@ -92,11 +92,11 @@ def raw_onnx(onnx_path: Path, x: np.ndarray, seconds: float = 3.0) -> dict:
     return {"rps": len(lat) / sum(lat), "p50_ms": float(np.percentile(lat, 50) * 1e3), "p99_ms": float(np.percentile(lat, 99) * 1e3)}
 
 
-#: The servers compared, in the order each round visits them: what ships, the same server with
-#: the other way of writing the log (group commit on SQLite, inline on PostgreSQL: the defaults
-#: are the other way round), the previous path (the wrapper's Flask app on gunicorn's threads),
-#: and the peer.
 def servers(postgres: bool) -> dict[str, dict]:
+    """Our servers compared, in the order each round visits them (MLServer, the peer, comes last):
+    what ships, the same server with the other way of writing the log (group commit on SQLite,
+    inline on PostgreSQL: the defaults are the other way round), and the previous path (the
+    wrapper's Flask app on gunicorn's threads)."""
     other = ("seldon-inline", "false") if postgres else ("seldon-group-commit", "true")
     return {"seldon": {"args": (), "env": {}},
             other[0]: {"args": (), "env": {"MNISTCL_LOG_GROUP_COMMIT": other[1]}},
@@ -181,8 +181,8 @@ def main(argv=None) -> dict:
                   "mlserver_parallel_workers": args.mlserver_workers,
                   "prediction_log": "PostgreSQL (127.0.0.1)" if pg else "SQLite",
                   "seconds_per_round": args.seconds, "rounds": args.rounds, "client": "KeepAliveClient",
-                  "servers": {n: " ".join(SERVERS[n]["args"]) + " ".join(f"{k}={v}" for k, v in SERVERS[n]["env"].items())
-                              for n in SERVERS}, "cases": {}}
+                  "servers": {n: " ".join([*spec["args"], *(f"{k}={v}" for k, v in spec["env"].items())])
+                              for n, spec in SERVERS.items()}, "cases": {}}
         ids: dict[str, list] = {n: [] for n in SERVERS}
         for n, conc in CASES:
             x = xt[:n]
@@ -198,19 +198,18 @@ def main(argv=None) -> dict:
                         ids[name] += r["ids"]
                     rounds[name].append(r)
             raw = raw_onnx(onnx_path, (x / 255).astype(np.float32))
-            case = merged(rounds["seldon"])
-            case.update(raw_onnx=raw, ratio_to_raw_onnx_rps=case["rps"] / raw["rps"])
-            for name in urls:
+            each = {name: merged(rounds[name]) for name in urls}
+            case = {**each["seldon"], "raw_onnx": raw, "ratio_to_raw_onnx_rps": each["seldon"]["rps"] / raw["rps"]}
+            for name, other in each.items():
                 if name == "seldon":
                     continue
-                other = merged(rounds[name])
                 case[name.replace("seldon-", "")] = other
                 key = "ratio_seldon_to_mlserver_rps" if name == "mlserver" else f"ratio_to_{name.replace('seldon-', '')}_rps"
                 case[key] = case["rps"] / other["rps"] if other["rps"] else None
             result["cases"][f"{n}-digit-c{conc}"] = case
             print(f"{n:2d} digits, concurrency {conc}: " + "; ".join(
-                f"{name} {merged(rounds[name])['rps']:.0f} req/s p99 {merged(rounds[name])['p99_ms']:.1f} ms"
-                for name in urls) + f"; raw ONNX {raw['rps']:.0f}/s", flush=True)
+                f"{name} {r['rps']:.0f} req/s p99 {r['p99_ms']:.1f} ms" for name, r in each.items())
+                + f"; raw ONNX {raw['rps']:.0f}/s", flush=True)
         missing, accepted = {}, {}
         for name, got in ids.items():
             logged = PredictionLog(logs[name]).request_ids()

@@ -48,8 +48,9 @@ def start(store_url: str, predictions_db: str, model_cache: Path, log: Path, *, 
           log_level: str | None = "WARNING", timeout: float = 120.0, feedback_tokens: str = "",
           predict_tokens: str = "", extra_args: tuple[str, ...] = (), extra_env: dict[str, str] | None = None):
     """Start the model server in its own process group on 127.0.0.1, output to ``log``; return the
-    process once it answers (``extra_args`` to serving/server.py, ``extra_env`` over its environment). Raises RuntimeError with the log's tail (after stopping it) if it
-    does not answer within ``timeout`` seconds."""
+    process once it answers (``extra_args`` to serving/server.py, ``extra_env`` over its
+    environment). Raises RuntimeError with the log's tail (after stopping it) if it does not answer
+    within ``timeout`` seconds."""
     import subprocess
 
     proc = subprocess.Popen(

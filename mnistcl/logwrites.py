@@ -88,7 +88,6 @@ class WriterLock:
         self.path = path
         self._thread_lock = threading.Lock()
         self._fd: int | None = None
-        self._finalizer = None
 
     def _descriptor(self) -> int:
         if self._fd is None:
@@ -97,7 +96,7 @@ class WriterLock:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o660)
             finally:
                 os.umask(old)
-            self._finalizer = weakref.finalize(self, os.close, self._fd)
+            weakref.finalize(self, os.close, self._fd)  # closed with this lock
         return self._fd
 
     def __enter__(self):
@@ -183,10 +182,10 @@ class GroupCommit:
                     p.finish()
 
 
-def checkpoints(location: str, writer_lock: Callable[[], WriterLock]) -> None:
+def checkpoints(location: str, writer_lock: WriterLock) -> None:
     """Forever: every ``CHECKPOINT_S`` seconds a PASSIVE checkpoint of the SQLite log at
     ``location`` on its own connection; one that finds more than ``WAL_RESTART_FRAMES`` frames
-    runs again holding ``writer_lock()``, so the log is copied back whole and starts over."""
+    runs again holding ``writer_lock``, so the log is copied back whole and starts over."""
     conn = None
     while True:
         time.sleep(CHECKPOINT_S)
@@ -196,7 +195,7 @@ def checkpoints(location: str, writer_lock: Callable[[], WriterLock]) -> None:
                 conn.execute("PRAGMA journal_size_limit=67108864")  # the file cut back after a restart
             _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             if frames > WAL_RESTART_FRAMES:
-                with writer_lock():
+                with writer_lock:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error as exc:  # the next round tries again
             log.warning("prediction log checkpoint failed: %s", exc)

@@ -15,7 +15,6 @@ one transaction and a second insert of the same rows is a no-op (``ON CONFLICT D
 from __future__ import annotations
 
 import json
-import logging
 import re
 import sqlite3
 import threading
@@ -29,8 +28,6 @@ import numpy as np
 import orjson
 
 from mnistcl.logwrites import GroupCommit, LogUnavailable, Pending, WriterLock, checkpoints
-
-log = logging.getLogger(__name__)
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -129,12 +126,13 @@ class PredictionLog:
         the write-ahead log back into the database themselves (SQLite's automatic checkpoint runs
         inside whichever commit crosses 1,000 pages, fsync included, and everyone queued behind
         it waits); a thread does it every ``CHECKPOINT_S`` seconds on its own connection, beside
-        the writers (PASSIVE: it never blocks them)."""
+        the writers (mnistcl.logwrites.checkpoints: it holds them back only to start a long
+        write-ahead log over)."""
         self.location = str(location)
-        self.group_commit = group_commit
         self._group = GroupCommit(lambda body: self._transaction(body)) if group_commit else None
-        self._writer_lock: WriterLock | None = None
         self.pg = is_postgres(location)
+        # SQLite writers queue on this lock before the database's own (mnistcl.logwrites.WriterLock)
+        self._writer_lock = None if self.pg else WriterLock(f"{self.location}.writer")
         self.ph = "%s" if self.pg else "?"
         self._local = threading.local()
         self._schema_ready = False
@@ -149,7 +147,7 @@ class PredictionLog:
             self._faults = (sqlite3.OperationalError,)
         self.background_checkpoint = background_checkpoint and not self.pg
         if self.background_checkpoint:
-            threading.Thread(target=checkpoints, args=(self.location, self._sqlite_writer), daemon=True,
+            threading.Thread(target=checkpoints, args=(self.location, self._writer_lock), daemon=True,
                              name="prediction-log-checkpoint").start()
         if connect:
             self._run(lambda conn: None)  # connect and create the schema now
@@ -280,7 +278,7 @@ class PredictionLog:
             if self.pg:
                 with conn.transaction():
                     return body(conn)
-            with self._sqlite_writer():
+            with self._writer_lock:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     out = body(conn)
@@ -291,15 +289,6 @@ class PredictionLog:
                         conn.execute("ROLLBACK")
                     raise
         return self._run(tx)
-
-    def _sqlite_writer(self):
-        """SQLite writers queue on a file lock (``<log>.writer``) before taking the database's own:
-        one waiting on ``flock`` wakes the moment the other commits, while one waiting inside
-        SQLite polls with sleeps of 1, 2, 5 ... 100 ms (measured: two model-server processes writing
-        1-digit requests lost a third of their throughput to those sleeps)."""
-        if self._writer_lock is None:
-            self._writer_lock = WriterLock(f"{self.location}.writer")
-        return self._writer_lock
 
     def _tx(self, statements: list[tuple[str, list]]) -> None:
         """Run statements in one transaction (all or nothing)."""
@@ -357,7 +346,7 @@ class PredictionLog:
                                 f"VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT DO NOTHING",
                                 [(request_id, i, version, int(sp[i].argmax()), float(sp[i].max()))
                                  for i in range(len(sp))])
-        if not self.group_commit:
+        if self._group is None:
             self._transaction(write)
             return None
         pending = self._group.submit(write)

@@ -106,9 +106,10 @@ def check_drift(reference: pd.DataFrame, current: pd.DataFrame, config: DriftCon
     cfg = config or DriftConfig()
     _check_windows(reference, current)
     t0 = time.perf_counter()
-    test = DIRECT.get(cfg.method)
+    test, snapshot = DIRECT.get(cfg.method), None
     if test is None:
-        scores = _evidently_scores(_run_report(reference, current, cfg))
+        snapshot = _run_report(reference, current, cfg)
+        scores = _evidently_scores(snapshot)
     else:
         scores = {}
         for c in reference.columns:
@@ -121,8 +122,8 @@ def check_drift(reference: pd.DataFrame, current: pd.DataFrame, config: DriftCon
     share = len(drifted) / max(len(scores), 1)
     seconds = time.perf_counter() - t0
     path = None
-    if report_html is not None:
-        path = str(drift_report(reference, current, cfg, report_html))
+    if report_html is not None:  # the Report already run for the decision, if it was
+        path = str(_save(snapshot or _run_report(reference, current, cfg), report_html))
     return DriftResult(drifted=share >= cfg.drift_share and bool(drifted), share=share, drifted_columns=drifted,
                        scores=scores, method=cfg.method, threshold=cfg.threshold, drift_share=cfg.drift_share,
                        n_reference=len(reference), n_current=len(current), seconds=seconds, report_html=path)
@@ -160,7 +161,10 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, config: DriftCo
                  path: Path) -> Path:
     """Evidently's DataDriftPreset report on the two windows, as HTML at ``path``."""
     _check_windows(reference, current)
-    snapshot = _run_report(reference, current, config or DriftConfig())
+    return _save(_run_report(reference, current, config or DriftConfig()), path)
+
+
+def _save(snapshot, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(path))
     return path

@@ -74,8 +74,7 @@ class EdgeASGI:
             response, status = exc.to_dict(), exc.status_code
         except Exception as exc:  # noqa: BLE001 - the wrapper's generic handler: a 500 with the message
             log.exception("predict failed")
-            response, status = {"status": {"status": 1, "info": str(exc), "code": -1,
-                                           "reason": "MICROSERVICE_INTERNAL_ERROR"}}, 500
+            response, status = edge.status_body(str(exc), 500), 500
         finally:
             DEFER_LOG.reset(ctx)
         for d in deferred:
@@ -120,20 +119,17 @@ def _over_limits(scope) -> tuple[int, dict] | None:
     line = len(scope["method"]) + 1 + len(scope.get("raw_path") or scope["path"].encode()) + \
         (1 + len(query) if query else 0) + 9
     if line > LIMIT_REQUEST_LINE:
-        return 414, _status(f"request line too large: {line:,} bytes; the limit is {LIMIT_REQUEST_LINE:,} "
-                            "(POST the message as the JSON body)")
+        return 414, edge.status_body(f"request line too large: {line:,} bytes; the limit is {LIMIT_REQUEST_LINE:,} "
+                            "(POST the message as the JSON body)", 414)
     headers = scope.get("headers") or ()
     if len(headers) > LIMIT_FIELDS:
-        return 431, _status(f"request header fields too large: {len(headers)} headers; the limit is {LIMIT_FIELDS}")
+        return 431, edge.status_body(f"request header fields too large: {len(headers)} headers; the limit is "
+                                     f"{LIMIT_FIELDS}", 431)
     for name, value in headers:
         if len(name) + 2 + len(value) + 2 > LIMIT_FIELD_SIZE:  # "Name: value" CRLF
-            return 431, _status(f"request header fields too large: {name.decode('latin-1')[:40]} is "
-                                f"{len(value):,} bytes; the limit is {LIMIT_FIELD_SIZE:,}")
+            return 431, edge.status_body(f"request header fields too large: {name.decode('latin-1')[:40]} is "
+                                         f"{len(value):,} bytes; the limit is {LIMIT_FIELD_SIZE:,}", 431)
     return None
-
-
-def _status(info: str) -> dict:
-    return {"status": {"status": 1, "info": info, "code": -1, "reason": "MICROSERVICE_BAD_DATA"}}
 
 
 async def _reply(send, status: int, response: dict, close: bool = False) -> None:

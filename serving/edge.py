@@ -67,6 +67,12 @@ def token_from_headers(get) -> str | None:
     return (get("x-auth-token") or "").strip() or None
 
 
+def status_body(message: str, status: int) -> dict:
+    """A refusal as Seldon's wrapper words its errors (``SeldonMicroserviceException.to_dict``)."""
+    return {"status": {"status": 1, "info": message, "code": -1,
+                       "reason": "MICROSERVICE_BAD_DATA" if status < 500 else "MICROSERVICE_INTERNAL_ERROR"}}
+
+
 def loads(body: bytes):
     """JSON from a request body, or EdgeError(400) naming the problem. orjson first (5-10x
     faster); what it refuses goes to Python's parser, which decides and names the problem as it
@@ -94,8 +100,7 @@ def install(app, *, max_bytes: int, cors_origins: list[str] | None = None) -> No
     from werkzeug.exceptions import HTTPException
 
     def reply(message: str, status: int):
-        resp = jsonify({"status": {"status": 1, "info": message, "code": -1,
-                                   "reason": "MICROSERVICE_BAD_DATA" if status < 500 else "MICROSERVICE_INTERNAL_ERROR"}})
+        resp = jsonify(status_body(message, status))
         resp.status_code = status
         return resp
 

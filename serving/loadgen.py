@@ -53,8 +53,8 @@ def drive(open_client: Callable[[], Any], send: Callable[[Any], tuple[Any, bool,
 
 
 class KeepAliveClient:
-    """A lean HTTP/1.1 client for load: one keep-alive connection, the request's bytes built once,
-    the answer read by its Content-Length. httpx spent about 0.5 ms of the 2 shared cores per
+    """A lean HTTP/1.1 client for load: one keep-alive connection, the request written as bytes
+    and the answer read by its Content-Length, no HTTP library in between. httpx spent about 0.5 ms of the 2 shared cores per
     request (0.8 cores at 1,100 requests/s), which the servers under test then lacked; this one
     spends a fraction of that, the same for every server measured."""
 

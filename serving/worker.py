@@ -13,12 +13,16 @@
 Imported by gunicorn in the serving environment only.
 """
 
+import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
-#: gunicorn's limits (request line 4,094 bytes, 100 headers of 8,190) and one read's worth more:
+from serving.asgi import LIMIT_FIELD_SIZE, LIMIT_FIELDS, LIMIT_REQUEST_LINE
+from serving.edge import status_body
+
+#: gunicorn's limits (the request line, 100 header lines with their CRLF) and one read's worth more:
 #: counting stops at the read in which the head ends, which may carry the start of the body.
-MAX_HEAD_BYTES = 4094 + 100 * 8192 + 262144
+MAX_HEAD_BYTES = LIMIT_REQUEST_LINE + LIMIT_FIELDS * (LIMIT_FIELD_SIZE + 2) + 262144
 
 
 class HeadLimitedProtocol(HttpToolsProtocol):
@@ -45,8 +49,8 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def _refuse_head(self) -> None:
-        msg = (f'{{"status":{{"status":1,"info":"request header fields too large: more than {MAX_HEAD_BYTES:,} '
-               f'bytes before the body","code":-1,"reason":"MICROSERVICE_BAD_DATA"}}}}').encode()
+        msg = orjson.dumps(status_body(f"request header fields too large: more than {MAX_HEAD_BYTES:,} bytes "
+                                       "before the body", 431))
         self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
                              b"content-length: " + str(len(msg)).encode() + b"\r\nconnection: close\r\n\r\n" + msg)
         self.transport.close()
