@@ -130,3 +130,57 @@ def test_fuzz_valid_digits_round_trip(n, form, data):
     }[form]
     images, _ = parse(request, max_images=MAX)
     np.testing.assert_allclose(images, imgs / 255.0, atol=1e-6)
+
+
+pixel_lists = st.lists(st.integers(-2, 258) | st.booleans() | st.floats(0, 255) | st.text(max_size=2), max_size=5)
+
+
+@FUZZ
+@given(pixel_lists | st.lists(pixel_lists | st.integers(0, 255) | st.lists(pixel_lists, max_size=2), max_size=4),
+       st.sampled_from([{}, {"tags": {"scale": "0-255"}}, {"tags": {"scale": "0-1"}}]))
+def test_pixel_rows_fast_path_is_numpy_general_path(raw, meta):
+    """The uint8 shortcut for whole-number rows gives exactly what NumPy's general path gives,
+    and falls back (None) for everything else: same array, or the same refusal."""
+    from serving import payload
+
+    fast = payload._pixel_rows(raw)
+    if fast is not None:
+        np.testing.assert_array_equal(fast, np.asarray(raw, dtype=np.float64))
+    rows = {"data": {"ndarray": raw}, "meta": meta}
+    got, want = _outcome(rows), _outcome(rows, general=True)
+    assert type(got) is type(want)
+    if isinstance(got, np.ndarray):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    else:
+        assert got == want
+
+
+def _outcome(request, general=False):
+    from serving import payload
+
+    keep = payload._pixel_rows
+    if general:
+        payload._pixel_rows = lambda raw: None
+    try:
+        return parse(request, max_images=MAX)[0]
+    except PayloadError as exc:
+        return str(exc)
+    finally:
+        payload._pixel_rows = keep
+
+
+def test_pixel_rows_taken_for_digits_as_clients_send_them():
+    from serving import payload
+
+    imgs = np.random.default_rng(0).integers(0, 256, (3, 784)).astype(np.uint8)
+    assert payload._pixel_rows(imgs.tolist()).dtype == np.uint8
+    assert payload._pixel_rows(imgs[0].tolist()).shape == (784,)
+    assert payload._pixel_rows(imgs.reshape(3, 28, 28).tolist()).shape == (3, 28, 28)
+    for ragged in ([[1, 2], [3, 4, 5], [6]], [[[1, 2], [3, 4]], [[5, 6, 7], [8]]], [[[1, 2]], [3, 4]], [[1, [2]]]):
+        assert payload._pixel_rows(ragged) is None, ragged
+        with pytest.raises(PayloadError, match="not a numeric array"):
+            parse({"data": {"ndarray": ragged}}, max_images=MAX)
+    assert payload._pixel_rows((imgs / 255).tolist()) is None
+    with pytest.raises(PayloadError, match=r"values must be in \[0, 255\]"):
+        parse({"data": {"ndarray": [[300] + [0] * 783]}}, max_images=MAX)
