@@ -182,8 +182,9 @@ def monitor_check_seconds(train: tuple, test: tuple, repeats: int) -> dict:
     """``mnistcl monitor check`` as an operator runs it, timed from the shell: a fresh home with
     dataset v1 (3,000 MNIST training digits) and a small PyTorch champion; 500 images logged as
     the model server logs them, then one check; quiet windows (MNIST test digits) and drifted ones
-    (rotated 30 degrees: a breach, an email to the outbox, an Evidently report; and once more with
-    ``drift.report: never``, to show what that report costs)."""
+    (rotated 30 degrees: a breach, an email to the outbox, the drift report; once more with
+    Evidently's report, ``drift.report_engine: evidently``, and once with ``drift.report: never``,
+    to show what each report costs)."""
     import models.torchnet as tn
     from mnistcl.onnx_utils import OnnxModel
     from mnistcl.predlog import PredictionLog
@@ -208,13 +209,15 @@ def monitor_check_seconds(train: tuple, test: tuple, repeats: int) -> dict:
         env = {**os.environ, "MNISTCL_HOME": str(settings.home)}
         env.pop("MNISTCL_SMTP_HOST", None)  # alerts go to the home's outbox
         cli = [sys.executable, "-c", "from cli import app; app()", "monitor", "check"]
-        no_report = Path(tmp) / "monitoring-no-report.yaml"
-        no_report.write_text((Path(__file__).resolve().parent.parent / "configs" / "monitoring.yaml").read_text()
-                             .replace("  report: drifted ", "  report: never   "))
+        shipped = (Path(__file__).resolve().parent.parent / "configs" / "monitoring.yaml").read_text()
+        variants = {"drifted_evidently_report": shipped.replace("  report_engine: mnistcl ", "  report_engine: evidently"),
+                    "drifted_without_report": shipped.replace("  report: drifted ", "  report: never   ")}
         rng = np.random.default_rng(11)
-        for kind in ("quiet", "drifted", "drifted_without_report"):
-            if kind == "drifted_without_report":
-                env["MNISTCL_MONITORING_CONFIG"] = str(no_report)
+        for kind in ("quiet", "drifted", "drifted_evidently_report", "drifted_without_report"):
+            if kind in variants:
+                assert variants[kind] != shipped, kind
+                (Path(tmp) / f"{kind}.yaml").write_text(variants[kind])
+                env["MNISTCL_MONITORING_CONFIG"] = str(Path(tmp) / f"{kind}.yaml")
             runs = []
             for i in range(repeats):
                 imgs = xt[rng.choice(np.arange(1000, len(xt)), 500, replace=False)]
@@ -229,7 +232,7 @@ def monitor_check_seconds(train: tuple, test: tuple, repeats: int) -> dict:
                 if proc.returncode != 0 or "window of 500 images" not in proc.stdout:
                     raise RuntimeError(f"mnistcl monitor check failed:\n{proc.stdout}\n{proc.stderr}")
                 if ("BREACH" in proc.stdout) != (kind != "quiet") or ("drift report: -" in proc.stdout) != (
-                        kind != "drifted"):
+                        kind in ("quiet", "drifted_without_report")):
                     raise RuntimeError(f"a {kind} window was judged otherwise:\n{proc.stdout}")
             out[kind] = {"median_seconds": float(np.median(runs)), "seconds": [round(r, 3) for r in runs]}
             print(f"mnistcl monitor check, {kind} window of 500: {out[kind]['median_seconds']:.2f} s end to end "

@@ -13,8 +13,8 @@
            ``mnistcl.accuracy.low`` (which the Prefect ``retrain`` deployment is triggered by)
            and an email
 
-Every check writes check.json and check.md (and drift.html, Evidently's report against the nearest
-reference, for a drifted window or as ``drift.report`` says) to the shared
+Every check writes check.json and check.md (and drift.html, the drift report against the nearest
+reference with digits from the window, for a drifted window or as ``drift.report`` says) to the shared
 storage under ``reports/checks/<time>/`` (a working copy stays in <home>/monitoring/checks/<time>/,
 scratch on a pod); emails and Prefect artifacts link there (presigned HTTPS on S3) and carry the
 content (the drift report attached, the check as markdown). The latest numbers go to <home>/monitoring/metrics.prom (Prometheus textfile format) and, when
@@ -40,6 +40,7 @@ from mnistcl.registry import RegistryError
 from mnistcl.stores import stores
 from monitoring import alerts
 from monitoring.drift import DriftResult, check_drift, drift_report
+from monitoring.drift_html import write_report
 from monitoring.estimate import Estimator, recalibrated
 from monitoring.features import features
 from monitoring.rules import (
@@ -129,13 +130,14 @@ def reference_features(settings, cfg: MonitoringConfig) -> tuple[list[Reference]
 
 
 def nearest_drift(references: list[Reference], current: pd.DataFrame, cfg: MonitoringConfig,
-                  folder: Path | None = None) -> DriftResult:
+                  folder: Path | None = None, images: np.ndarray | None = None) -> DriftResult:
     """Drift of ``current`` against the references in order, stopping at the first it does not
     drift from: what the champion has learned is not drift. Returns the result against the
     nearest reference (fewest drifted features), with every comparison in ``extra``. With a
-    ``folder``, Evidently's report against that nearest reference is written there as drift.html
-    when ``cfg.drift.report`` asks for it (by default only for a drifted window: it takes seconds,
-    the decision milliseconds)."""
+    ``folder``, the drift report against that nearest reference is written there as drift.html
+    when ``cfg.drift.report`` asks for it (by default only for a drifted window), by this project
+    (monitoring/drift_html.py, with digits from ``images``: milliseconds) or by Evidently
+    (``cfg.drift.report_engine``: seconds)."""
     best, nearest, compared = None, None, {}
     for ref in references:
         d = check_drift(ref.frame, current, cfg.drift)
@@ -148,7 +150,12 @@ def nearest_drift(references: list[Reference], current: pd.DataFrame, cfg: Monit
     best.extra["compared"] = compared
     policy = cfg.drift.report
     if folder is not None and (policy == "always" or (policy == "drifted" and best.drifted)):
-        best.report_html = str(drift_report(nearest.frame, current, cfg.drift, folder / "drift.html"))
+        out = folder / "drift.html"
+        if cfg.drift.report_engine == "evidently":
+            drift_report(nearest.frame, current, cfg.drift, out)
+        else:
+            write_report(out, nearest.frame, current, best, reference_name=nearest.name, images=images)
+        best.report_html = str(out)
     return best
 
 
@@ -202,7 +209,7 @@ def evaluate_window(cfg: MonitoringConfig, images: np.ndarray, confidence: np.nd
     feats = features(images) if feats is None else feats
     inp = evaluate_input_rules(cfg, feats, n_rejected)
     pred = evaluate_prediction_rules(cfg, confidence, digits, feedback, estimated)
-    drift = nearest_drift(references, feats, cfg, folder)
+    drift = nearest_drift(references, feats, cfg, folder, images)
     reasons = []
     if drift.drifted:
         reasons.append(f"drift: {len(drift.drifted_columns)} of {len(drift.scores)} features drifted "
@@ -430,8 +437,8 @@ def to_markdown(res: CheckResult) -> str:
                 f"{d.share:.0%} drifted, {d.seconds:.1f} s, against the nearest reference: "
                 f"{d.extra.get('reference', '-')} ({d.n_reference} images) of the champion's data {res.reference_dataset}"
                 f" (compared: {', '.join(f'{k} {v:.0%}' for k, v in d.extra.get('compared', {}).items())}). "
-                + (f"[Evidently report]({res.links.get('drift.html', 'drift.html')})" if d.report_html else
-                   "No Evidently report for this window (drift.report in the monitoring configuration)."),
+                + (f"[Drift report]({res.links.get('drift.html', 'drift.html')})" if d.report_html else
+                   "No drift report for this window (drift.report in the monitoring configuration)."),
                 "", "| feature | score | drifted |", "|---|---|---|"]
         for c, v in sorted(d.scores.items(), key=lambda kv: -kv[1]):
             out.append(f"| {c} | {v:.3f} | {'yes' if c in d.drifted_columns else ''} |")

@@ -91,9 +91,9 @@ def test_clean_traffic_is_quiet_and_alerts_fall_back_to_the_outbox(champion_home
     assert "Metrics not pushed" in (Path(res.folder) / "check.md").read_text()
     assert "mnistcl_drift_share" in (s.monitoring_dir / "metrics.prom").read_text()
     assert not any(r.breached for r in res.input_rules), [(r.name, r.share) for r in res.input_rules]
-    # A quiet window gets no Evidently report (drift.report: drifted); its scores are in check.md.
+    # A quiet window gets no drift report (drift.report: drifted); its scores are in check.md.
     assert (s.monitoring_dir / "checks").exists() and res.folder and res.drift.report_html is None
-    assert "No Evidently report for this window" in (Path(res.folder) / "check.md").read_text()
+    assert "No drift report for this window" in (Path(res.folder) / "check.md").read_text()
     # The reports lie in the shared storage (a pod's home is scratch), and the links open them.
     storage = stores(s)[0].storage
     stamp = Path(res.folder).name
@@ -122,7 +122,7 @@ def test_drift_triggers_once_then_retraining_from_feedback_promotes(champion_hom
         log_traffic(s, onnx, (xr * 255).round().astype(np.uint8), y)
         res = run_check(s)
         assert res.breach and res.drift.drifted, res.reasons
-        # A drifted window's Evidently report lies in the shared storage, and the links open it.
+        # A drifted window's drift report lies in the shared storage, and the links open it.
         stamp = Path(res.folder).name
         assert stores(s)[0].storage.get(f"reports/checks/{stamp}/drift.html") == Path(res.drift.report_html).read_bytes()
         assert b"<!DOCTYPE html>" in Path(res.links["drift.html"].removeprefix("file://")).read_bytes()

@@ -130,24 +130,48 @@ def test_learned_handwriting_is_not_drift(mnist_medium, reference):
     assert not r.drifted and r.extra == {"reference": "v1", "compared": {"v1": r.share}}
 
 
-def test_the_evidently_report_is_written_as_configured(mnist_medium, reference, tmp_path):
-    """By default only for a drifted window (against its nearest reference); always or never on request."""
+def test_the_report_is_written_as_configured(mnist_medium, reference, tmp_path):
+    """By default only for a drifted window (against its nearest reference); always or never on
+    request. The default page names what drifted, draws every feature and shows digits from the
+    window; Evidently's report on request."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
     from monitoring.check import Reference, nearest_drift
 
     cfg = load_config()
     refs = [Reference("v1", reference)]
-    clean = features(window(mnist_medium, 11))
-    thick = features(apply(window(mnist_medium, 12), {"thicken": 1}, np.random.default_rng(12)))
-    assert cfg.drift.report == "drifted"
+    raw_thick = apply(window(mnist_medium, 12), {"thicken": 1}, np.random.default_rng(12))
+    clean, thick = features(window(mnist_medium, 11)), features(raw_thick)
+    assert (cfg.drift.report, cfg.drift.report_engine) == ("drifted", "mnistcl")
     assert nearest_drift(refs, clean, cfg, tmp_path / "a").report_html is None
     assert not (tmp_path / "a").exists()
-    r = nearest_drift(refs, thick, cfg, tmp_path / "b")
+    r = nearest_drift(refs, thick, cfg, tmp_path / "b", images=raw_thick)
     assert r.drifted and r.report_html == str(tmp_path / "b" / "drift.html")
-    assert "<html" in (tmp_path / "b" / "drift.html").read_text().lower()
+    page = (tmp_path / "b" / "drift.html").read_text()
+    assert "the window drifted" in page and f"<b>{len(r.drifted_columns)} of {len(r.scores)}</b>" in page
+    assert page.count("<svg") == len(r.scores) and "<script" not in page
+    rows = re.findall(r"<tr class='(d?)'><td>([^<]+)</td><td>([^<]+)</td>", page)
+    assert [name for _, name, _ in rows] == sorted(r.scores, key=lambda c: -r.scores[c])  # most drifted first
+    assert {name for d, name, _ in rows if d} == set(r.drifted_columns)
+    grid = Image.open(io.BytesIO(base64.b64decode(re.search(r"base64,([^']+)'", page).group(1))))
+    assert grid.size == (16 * 28, 4 * 28)  # 64 digits, evenly spaced through the window
+    assert np.array_equal(np.asarray(grid)[:28, :28], np.clip(np.rint(raw_thick[0] * 255), 0, 255).astype(np.uint8))
+
     always = dataclasses.replace(cfg, drift=DriftConfig(report="always"))
     never = dataclasses.replace(cfg, drift=DriftConfig(report="never"))
     assert nearest_drift(refs, clean, always, tmp_path / "c").report_html == str(tmp_path / "c" / "drift.html")
+    assert "the window did not drift" in (tmp_path / "c" / "drift.html").read_text()
     assert nearest_drift(refs, thick, never, tmp_path / "d").report_html is None
+    evidently = dataclasses.replace(cfg, drift=DriftConfig(report_engine="evidently"))
+    assert nearest_drift(refs, thick, evidently, tmp_path / "e").report_html == str(tmp_path / "e" / "drift.html")
+    ev_page = (tmp_path / "e" / "drift.html").read_text()
+    assert "root_metric_" in ev_page and "Drift check:" not in ev_page  # Evidently's page, its scripts
+    with pytest.raises(ValueError, match="report_engine"):
+        DriftConfig.from_dict({"report_engine": "plotly"})
 
 
 def test_references_follow_the_champions_lineage(settings, small_store, mnist_medium):
