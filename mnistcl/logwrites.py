@@ -184,8 +184,9 @@ class GroupCommit:
 
 def checkpoints(location: str, writer_lock: WriterLock) -> None:
     """Forever: every ``CHECKPOINT_S`` seconds a PASSIVE checkpoint of the SQLite log at
-    ``location`` on its own connection; one that finds more than ``WAL_RESTART_FRAMES`` frames
-    runs again holding ``writer_lock``, so the log is copied back whole and starts over."""
+    ``location`` on its own connection. One that finds more than ``WAL_RESTART_FRAMES`` frames
+    catches up and then runs once more holding ``writer_lock``, so the log is copied back whole
+    and the next writer starts it over (:func:`_restart`)."""
     conn = None
     while True:
         time.sleep(CHECKPOINT_S)
@@ -195,8 +196,38 @@ def checkpoints(location: str, writer_lock: WriterLock) -> None:
                 conn.execute("PRAGMA journal_size_limit=67108864")  # the file cut back after a restart
             _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             if frames > WAL_RESTART_FRAMES:
-                with writer_lock:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except sqlite3.Error as exc:  # the next round tries again
+                _restart(conn, location, writer_lock)
+        except (sqlite3.Error, OSError) as exc:  # the next round tries again
             log.warning("prediction log checkpoint failed: %s", exc)
             conn = None
+
+
+#: Before the locked pass: flush and copy again, at most this many times, until fewer frames than
+#: CATCH_UP_FRAMES are left for it.
+CATCH_UP_PASSES, CATCH_UP_FRAMES = 3, 1000
+
+
+def _restart(conn, location: str, writer_lock: WriterLock) -> None:
+    """The last of the log copied back with the writers held, for as short a time as can be.
+
+    SQLite syncs the database file only when a checkpoint reaches the end of the log, which one
+    beside busy writers never does: the pages a round copied stay unsynced, and the locked pass
+    used to flush them all (40-235 ms with every writer waiting, at 16 digits x 8 clients: the
+    slowest 1% of requests). They are flushed here first, holding no one, and what came in the
+    meantime is copied; the locked pass then copies a few hundred frames and syncs them (6-8 ms)."""
+    for _ in range(CATCH_UP_PASSES):
+        _flush(location)
+        _, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if frames - done < CATCH_UP_FRAMES:
+            break
+    _flush(location)
+    with writer_lock:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def _flush(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)

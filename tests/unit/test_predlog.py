@@ -110,3 +110,41 @@ def test_the_write_ahead_log_starts_over_under_steady_writes(tmp_path, monkeypat
     # (about 11 per request: the log holds every frame written since the start).
     assert written[0] > 300, written[0]
     assert frames < written[0] // 2, (frames, written[0])
+
+
+def test_the_restart_flushes_the_database_before_it_holds_the_writers(tmp_path, monkeypatch):
+    """SQLite syncs the database file only in a checkpoint that reaches the end of the log; the
+    pages copied beside busy writers are flushed first, with the writer lock free, so the locked
+    pass has only its own few pages to sync. Afterwards the log is copied back whole."""
+    import sqlite3
+    import threading
+
+    import mnistcl.logwrites as logwrites
+
+    monkeypatch.setattr(logwrites, "CHECKPOINT_S", 3600)  # no automatic checkpoints: this test runs them
+    plog = PredictionLog(tmp_path / "p.db", background_checkpoint=True)
+    for _ in range(300):
+        _write(plog, 4)
+    lock, events = logwrites.WriterLock(f"{tmp_path / 'p.db'}.writer"), []
+    flush = logwrites._flush
+    monkeypatch.setattr(logwrites, "_flush", lambda path: (events.append(("flush", lock._thread_lock.locked())),
+                                                           flush(path)))
+    stop = threading.Event()
+
+    def writer():  # beside the checkpoint, as on a busy server
+        while not stop.is_set():
+            _write(plog, 4)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    conn = sqlite3.connect(tmp_path / "p.db", isolation_level=None)
+    try:
+        _, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        logwrites._restart(conn, str(tmp_path / "p.db"), lock)
+    finally:
+        stop.set()
+        t.join()
+    assert frames > 1000 and events and all(held is False for _, held in events), events
+    with lock:  # no writer: what is left in the log is what came after the locked pass
+        _, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert frames == done
