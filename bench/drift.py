@@ -79,7 +79,8 @@ def main(argv=None) -> dict:
         return xt[r.choice(len(xt), n, replace=False)], r
 
     out = {"window_images": n, "reference_images": cfg.reference_images, "drift_config": vars(cfg.drift),
-           "hysteresis": {"breaches": cfg.trigger.breaches, "of_last": cfg.trigger.of_last}, "clean": {}, "drifts": {}}
+           "hysteresis": {"breaches": cfg.trigger.breaches, "of_last": cfg.trigger.of_last,
+                          "overwhelming_drift": cfg.trigger.overwhelming_drift}, "clean": {}, "drifts": {}}
     clean = [check(window(1000 + i)[0]) for i in range(args.clean_windows)]
     out["clean"] = {"windows": len(clean), "drift_false_alarm_rate": float(np.mean([c[0] for c in clean])),
                     "input_rule_false_alarm_rate": float(np.mean([c[1] for c in clean])),
@@ -101,7 +102,8 @@ def main(argv=None) -> dict:
             history, trigger_at = [c[0] for c in clean[:3]], None
             for i, h in enumerate(drift_hits):
                 history.append(h)
-                if decide(history, cfg.trigger, now=0.0, last_retrain_started=None, retrain_running=False).retrain:
+                if decide(history, cfg.trigger, now=0.0, last_retrain_started=None, retrain_running=False,
+                          drift_share=res[i][2]).retrain:
                     trigger_at = i + 1
                     break
             row = {"drift_detection_rate": float(np.mean(drift_hits)),

@@ -262,7 +262,8 @@ def run_check(settings, cfg: MonitoringConfig | None = None, *, notify: bool = T
                               "champion_data": dataset})
         now = time.time()
         decision = decide(live_breaches(st["windows"], dataset, cut), cfg.trigger, now=now,
-                          last_retrain_started=cooldown_from(st, running=running), retrain_running=running)
+                          last_retrain_started=cooldown_from(st, running=running), retrain_running=running,
+                          drift_share=drift.share)
         if decision.retrain:
             st["last_trigger"] = now
             st["windows"][-1]["triggered"] = True

@@ -56,6 +56,7 @@ class TriggerConfig:
     of_last: int = 3
     cooldown_hours: float = 6.0
     strategy: str = "finetune-replay"
+    overwhelming_drift: float | None = None  # a window with this share of features drifted triggers alone
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,9 @@ def load_config(path: Path | str | None = None) -> MonitoringConfig:
         breaches=int(_opt(trig, "breaches", 2, "trigger", lo=1)),
         of_last=int(_opt(trig, "of_last", 3, "trigger", lo=1)),
         cooldown_hours=_opt(trig, "cooldown_hours", 6, "trigger", lo=0),
-        strategy=str(trig.get("strategy", "finetune-replay")))
+        strategy=str(trig.get("strategy", "finetune-replay")),
+        overwhelming_drift=(None if trig.get("overwhelming_drift") is None
+                            else _opt(trig, "overwhelming_drift", 1.0, "trigger", lo=0, hi=1)))
     if trigger.breaches > trigger.of_last:
         raise MonitoringConfigError(f"trigger: breaches ({trigger.breaches}) cannot exceed of_last ({trigger.of_last})")
     if trigger.strategy not in STRATEGIES:

@@ -42,16 +42,25 @@ class Decision:
 
 
 def decide(breaches: list[bool], trig: TriggerConfig, *, now: float, last_retrain_started: float | None,
-           retrain_running: bool) -> Decision:
+           retrain_running: bool, drift_share: float | None = None) -> Decision:
+    """Retrain when enough recent windows breached (hysteresis: one noisy window is not enough),
+    or when this window's drift is overwhelming (``trig.overwhelming_drift`` of the features:
+    far beyond what noise does, bench/results/drift.json), never while a retraining runs or
+    within the cooldown."""
     recent = breaches[-trig.of_last:]
     hits = sum(recent)
-    if hits < trig.breaches:
+    overwhelming = (trig.overwhelming_drift is not None and drift_share is not None
+                    and drift_share >= trig.overwhelming_drift and bool(recent) and recent[-1])
+    if hits < trig.breaches and not overwhelming:
         return Decision(False, f"{hits} of the last {len(recent)} windows breached (need {trig.breaches} of {trig.of_last})")
     if retrain_running:
         return Decision(False, "a retraining is already running")
     if last_retrain_started is not None and now - last_retrain_started < trig.cooldown_hours * 3600:
         left = trig.cooldown_hours * 3600 - (now - last_retrain_started)
         return Decision(False, f"in cooldown for another {left / 60:.0f} min after the last retraining")
+    if hits < trig.breaches:
+        return Decision(True, f"overwhelming drift: {drift_share:.0%} of the features drifted "
+                              f"(trigger.overwhelming_drift {trig.overwhelming_drift:g})")
     return Decision(True, f"{hits} of the last {len(recent)} windows breached")
 
 

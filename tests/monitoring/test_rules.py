@@ -67,6 +67,9 @@ def test_bad_trigger_and_sections(tmp_path):
     with pytest.raises(MonitoringConfigError, match=r"low_confidence: max_share = 1.5 is outside"):
         load_config(write(tmp_path, {"prediction_rules": {"low_confidence": {"max_share": 1.5}}}))
     assert load_config(write(tmp_path, {"reference_batches": 0})).reference_batches == 0
+    with pytest.raises(MonitoringConfigError, match=r"trigger: overwhelming_drift = 1.5 is outside"):
+        load_config(write(tmp_path, {"trigger": {"overwhelming_drift": 1.5}}))
+    assert load_config(write(tmp_path, {"trigger": {"overwhelming_drift": None}})).trigger.overwhelming_drift is None
 
 
 def test_a_user_rule_in_yaml_without_code(tmp_path, mnist_small):
@@ -124,6 +127,26 @@ def test_hysteresis_and_cooldown(history, running, last, expect):
     d = decide(history, TriggerConfig(breaches=2, of_last=3, cooldown_hours=6), now=now,
                last_retrain_started=None if last is None else now + last, retrain_running=running)
     assert d.retrain is expect, d.reason
+
+
+@pytest.mark.parametrize("history, share, running, last, expect", [
+    ([True], 0.9, False, None, True),                    # one window, most features drifted: retrain now
+    ([True], 0.5, False, None, False),                   # a clear drift, but one window: wait for a second
+    ([False], 0.9, False, None, False),                  # a share without a breach (never in practice): nothing
+    ([True], 0.9, True, None, False),                    # a retraining is running
+    ([True], 0.9, False, -3600, False),                  # the cooldown still holds
+    ([True], None, False, None, False),                  # no drift measured
+])
+def test_an_overwhelming_drift_triggers_alone(history, share, running, last, expect):
+    now = time.time()
+    trig = TriggerConfig(breaches=2, of_last=3, cooldown_hours=6, overwhelming_drift=0.8)
+    d = decide(history, trig, now=now, last_retrain_started=None if last is None else now + last,
+               retrain_running=running, drift_share=share)
+    assert d.retrain is expect, d.reason
+    if expect:
+        assert d.reason.startswith("overwhelming drift: 90%")
+    off = TriggerConfig(breaches=2, of_last=3, cooldown_hours=6)  # unset: hysteresis only
+    assert not decide([True], off, now=now, last_retrain_started=None, retrain_running=False, drift_share=1.0).retrain
 
 
 def test_spent_and_stale_breaches_do_not_trigger_again():
