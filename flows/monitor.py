@@ -20,7 +20,7 @@ from validation.shadow import announce_evidence
 
 @flow(name="monitor", log_prints=True, on_failure=[alert_on_failure], on_crashed=[alert_on_failure])
 def monitor(config: str | None = None) -> dict:
-    """Check the next window; publish the check report and the Evidently drift report as artifacts."""
+    """Check the next window; publish the check report and the drift report as artifacts."""
     from pathlib import Path
 
     settings = load_settings(config)
@@ -42,6 +42,6 @@ def monitor(config: str | None = None) -> dict:
         # Presigned HTTPS on S3 (7 days; the object itself stays until retention), file:// locally.
         name = Path(res.drift.report_html).name
         create_link_artifact(key="drift-report", link=res.links.get(name) or Path(res.drift.report_html).resolve().as_uri(),
-                             link_text="Evidently drift report",
+                             link_text="Drift report",
                              description=f"Drift of the last window; stored at {res.stored}/{name}")
     return res.to_json()

@@ -228,6 +228,9 @@ def _restart(conn, location: str, writer_lock: WriterLock) -> None:
 def _flush(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        os.fdatasync(fd)
+        _SYNC(fd)
     finally:
         os.close(fd)
+
+
+_SYNC = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync

@@ -3,7 +3,7 @@
   window   the next ``window.images`` images logged since the previous check (never half a request)
   input    input rules on per-image features and rejected requests  -> email on a breach
   predict  low-confidence share, accuracy against feedback labels     -> a breach
-  drift    Evidently on 20 features against the champion's training data: MNIST and its last
+  drift    Evidently's tests on 20 features against the champion's training data: MNIST and its last
            labelled production batches; drift only when the window is unlike all of them
            -> a breach, HTML report
   estimate the window's accuracy from the champion's calibrated confidences (monitoring.estimate),
@@ -39,7 +39,7 @@ from mnistcl.predlog import PredictionLog
 from mnistcl.registry import RegistryError
 from mnistcl.stores import stores
 from monitoring import alerts
-from monitoring.drift import DriftResult, check_drift, drift_report
+from monitoring.drift import DriftResult, check_drift, drift_report, severity
 from monitoring.drift_html import write_report
 from monitoring.estimate import Estimator, recalibrated
 from monitoring.features import features
@@ -441,7 +441,7 @@ def to_markdown(res: CheckResult) -> str:
                 + (f"[Drift report]({res.links.get('drift.html', 'drift.html')})" if d.report_html else
                    "No drift report for this window (drift.report in the monitoring configuration)."),
                 "", "| feature | score | drifted |", "|---|---|---|"]
-        for c, v in sorted(d.scores.items(), key=lambda kv: -kv[1]):
+        for c, v in sorted(d.scores.items(), key=lambda kv: -severity(d.method, kv[1])):
             out.append(f"| {c} | {v:.3f} | {'yes' if c in d.drifted_columns else ''} |")
     for a in res.alerts:
         out.append(f"\nAlert: {a['subject']} ({a['via']}{': ' + a['path'] if a.get('path') else ''})")

@@ -51,7 +51,7 @@ class DriftConfig:
 
 REPORTS = ("drifted", "always", "never")
 #: Who writes the HTML report: this project's page (monitoring/drift_html.py: milliseconds, with
-#: digits from the window) or Evidently's DataDriftPreset report (4-5 s with its import).
+#: digits from the window) or Evidently's DataDriftPreset report (about 5 s with its import).
 REPORT_ENGINES = ("mnistcl", "evidently")
 #: Evidently's tests whose statistic is a p-value: a column drifts at or below the threshold.
 P_VALUE_TESTS = frozenset({"ks", "chisquare", "z", "t_test", "anderson", "fisher_exact", "cramer_von_mises",
@@ -177,6 +177,14 @@ def _save(snapshot, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(path))
     return path
+
+
+def severity(method: str, score: float) -> float:
+    """A column's score as "more drift is larger", whichever way the test reads (a p-value drifts
+    low); a missing score (NaN) ranks last. For sorting reports."""
+    if score != score:
+        return float("-inf")
+    return -score if method in P_VALUE_TESTS else score
 
 
 def _is_drift(value: float, cfg: DriftConfig) -> bool:

@@ -10,8 +10,8 @@ It shows what the decision was made on and what the traffic looks like:
   and a histogram of the reference against the window on common bins.
 
 Evidently's own DataDriftPreset report stays one setting away (``report_engine: evidently``):
-importing Evidently and rendering its figures takes 4-5 s, which is most of a drifted window's
-check (bench/results/drift.json, ``monitor_check``).
+importing Evidently and running and rendering its report takes about 5 s, which was most of a
+drifted window's check (bench/results/drift.json, ``monitor_check``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from mnistcl.images import encode_png
-from monitoring.drift import P_VALUE_TESTS
+from monitoring.drift import P_VALUE_TESTS, severity
 
 SAMPLE = 64  # digits shown from each window
 BINS = 24
@@ -45,7 +45,7 @@ def write_report(path: Path, reference: pd.DataFrame, current: pd.DataFrame, res
               f"<figcaption>{min(SAMPLE, len(images))} digits from the window, evenly spaced</figcaption></figure>"
               if images is not None and len(images) else "")
     rows = []
-    for col in sorted(result.scores, key=lambda c: -_severity(result, c)):
+    for col in sorted(result.scores, key=lambda c: -severity(result.method, result.scores[c])):
         ref, cur = _finite(reference[col]), _finite(current[col])
         drifted = col in result.drifted_columns
         rows.append(f"<tr class='{'d' if drifted else ''}'><td>{html.escape(col)}</td>"
@@ -69,11 +69,6 @@ def _rule(result) -> str:
     if result.method in P_VALUE_TESTS:
         return f"a p-value of {result.threshold:g} or less"
     return f"{result.threshold:g} or more"
-
-
-def _severity(result, col: str) -> float:
-    """Larger for more drift, whichever way the test reads (a p-value drifts low)."""
-    return -result.scores[col] if result.method in P_VALUE_TESTS else result.scores[col]
 
 
 def _finite(column: pd.Series) -> np.ndarray:
@@ -111,10 +106,10 @@ def _histograms(ref: np.ndarray, cur: np.ndarray) -> str:
 
 def _grid(images: np.ndarray, cols: int = 16) -> str:
     """Up to SAMPLE digits, evenly spaced through the window, as one PNG (base64)."""
-    x = np.asarray(images)
+    x = np.asarray(images).reshape(-1, 28, 28)
+    x = x[np.linspace(0, len(x) - 1, min(SAMPLE, len(x))).astype(int)]
     if x.dtype != np.uint8:
         x = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
-    x = x.reshape(-1, 28, 28)[np.linspace(0, len(x) - 1, min(SAMPLE, len(x))).astype(int)]
     rows = -(-len(x) // cols)
     grid = np.zeros((rows * 28, cols * 28), np.uint8)
     for i, img in enumerate(x):

@@ -168,6 +168,10 @@ def load_config(path: Path | str | None = None) -> MonitoringConfig:
         drift = DriftConfig.from_dict(raw.get("drift"))
     except (TypeError, ValueError) as exc:
         raise MonitoringConfigError(str(exc)) from None
+    if trigger.overwhelming_drift is not None and trigger.overwhelming_drift <= drift.drift_share:
+        raise MonitoringConfigError(f"trigger: overwhelming_drift ({trigger.overwhelming_drift:g}) must be above "
+                                    f"drift.drift_share ({drift.drift_share:g}): a window that drifts that much "
+                                    "has drifted; below it, any breach would retrain at once")
     return MonitoringConfig(
         window_images=int(_opt(win, "images", 500, "window", lo=10)),
         min_images=int(_opt(win, "min_images", 100, "window", lo=1)),

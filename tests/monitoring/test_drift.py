@@ -174,6 +174,25 @@ def test_the_report_is_written_as_configured(mnist_medium, reference, tmp_path):
         DriftConfig.from_dict({"report_engine": "plotly"})
 
 
+def test_reports_rank_the_most_drifted_first_for_p_value_tests_too(mnist_medium, reference, tmp_path):
+    """K-S reads the other way (a small p-value is drift): the page and the check's table put the
+    smallest p-values first, and a missing score last."""
+    import re
+
+    from monitoring.drift import severity
+    from monitoring.drift_html import write_report
+
+    thick = features(apply(window(mnist_medium, 13), {"thicken": 1}, np.random.default_rng(13)))
+    r = check_drift(reference, thick, DriftConfig(method="ks", threshold=0.05))
+    r.scores["slant"] = float("nan")
+    page = write_report(tmp_path / "drift.html", reference, thick, r).read_text()
+    assert "a p-value of 0.05 or less" in page
+    shown = re.findall(r"<tr class='d?'><td>([^<]+)</td>", page)
+    ranked = [c for c in r.scores if c != "slant"]
+    assert shown == sorted(ranked, key=lambda c: r.scores[c]) + ["slant"]
+    assert severity("ks", 0.01) > severity("ks", 0.2) and severity("wasserstein", 0.3) > severity("wasserstein", 0.1)
+
+
 def test_references_follow_the_champions_lineage(settings, small_store, mnist_medium):
     """MNIST first, then the champion's production batches newest first, at most
     `reference_batches`, skipping batches too small to compare with."""

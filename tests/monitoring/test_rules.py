@@ -70,6 +70,9 @@ def test_bad_trigger_and_sections(tmp_path):
     with pytest.raises(MonitoringConfigError, match=r"trigger: overwhelming_drift = 1.5 is outside"):
         load_config(write(tmp_path, {"trigger": {"overwhelming_drift": 1.5}}))
     assert load_config(write(tmp_path, {"trigger": {"overwhelming_drift": None}})).trigger.overwhelming_drift is None
+    assert load_config(write(tmp_path, {"trigger": {"overwhelming_drift": 0.8}})).trigger.overwhelming_drift == 0.8
+    with pytest.raises(MonitoringConfigError, match=r"overwhelming_drift \(0.3\) must be above drift.drift_share"):
+        load_config(write(tmp_path, {"trigger": {"overwhelming_drift": 0.3}}))
 
 
 def test_a_user_rule_in_yaml_without_code(tmp_path, mnist_small):

@@ -170,6 +170,25 @@ def _outcome(request, general=False):
         payload._pixel_rows = keep
 
 
+@FUZZ
+@given(st.integers(1, MAX), st.sampled_from(["rows", "images", "flat"]), st.sampled_from([1, 255, 256, 300]),
+       st.sampled_from([{}, {"tags": {"scale": "0-255"}}, {"tags": {"scale": "0-1"}}]), st.data())
+def test_pixel_rows_whole_digits_same_as_numpy(n, form, top, meta, data):
+    """Whole images (784 values, so the scale and the bounds are reached): all 0/1, values over
+    255 or with a 0-1 tag included; the same array of the same type, or the same refusal."""
+    values = data.draw(st.lists(st.integers(0, top), min_size=n * 784, max_size=n * 784))
+    shaped = np.asarray(values).reshape(n, 784)
+    raw = {"rows": shaped.tolist(), "images": shaped.reshape(n, 28, 28).tolist(), "flat": values[:784]}[form]
+    request = {"data": {"ndarray": raw}, "meta": meta}
+    got, want = _outcome(request), _outcome(request, general=True)
+    assert type(got) is type(want)
+    if isinstance(got, np.ndarray):
+        assert got.dtype == want.dtype == np.float32
+        np.testing.assert_array_equal(got, want)
+    else:
+        assert got == want
+
+
 def test_pixel_rows_taken_for_digits_as_clients_send_them():
     from serving import payload
 
