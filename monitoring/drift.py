@@ -51,7 +51,7 @@ class DriftConfig:
 
 REPORTS = ("drifted", "always", "never")
 #: Who writes the HTML report: this project's page (monitoring/drift_html.py: milliseconds, with
-#: digits from the window) or Evidently's DataDriftPreset report (about 5 s with its import).
+#: digits from the window) or Evidently's DataDriftPreset report (5-6 s with its import).
 REPORT_ENGINES = ("mnistcl", "evidently")
 #: Evidently's tests whose statistic is a p-value: a column drifts at or below the threshold.
 P_VALUE_TESTS = frozenset({"ks", "chisquare", "z", "t_test", "anderson", "fisher_exact", "cramer_von_mises",

@@ -10,7 +10,7 @@ It shows what the decision was made on and what the traffic looks like:
   and a histogram of the reference against the window on common bins.
 
 Evidently's own DataDriftPreset report stays one setting away (``report_engine: evidently``):
-importing Evidently and running and rendering its report takes about 5 s, which was most of a
+importing Evidently and running and rendering its report takes 5-6 s, which was most of a
 drifted window's check (bench/results/drift.json, ``monitor_check``).
 """
 
