@@ -59,6 +59,12 @@ def as_uint8_images(arr, *, what: str = "images") -> np.ndarray:
     return a.astype(np.uint8)
 
 
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Pixels in [0, 1] as 0-255 uint8, rounded; values outside [0, 1] clipped (no checks: for
+    arrays this project made, e.g. a shift's output or a parsed payload)."""
+    return np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
+
+
 def as_labels(arr, n: int, *, what: str = "labels") -> np.ndarray:
     """Return ``arr`` as (n,) uint8 labels 0-9, or raise :class:`ImageError`."""
     y = np.asarray(arr)

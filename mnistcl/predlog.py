@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from mnistcl.images import to_uint8
 from mnistcl.logwrites import GroupCommit, LogUnavailable, Pending, WriterLock, checkpoints
 
 _TABLES = """
@@ -320,7 +321,7 @@ class PredictionLog:
         without answering. With group commit and ``wait=False``, returns at once with the
         :class:`Pending` write, for a caller that answers once it is done (the asynchronous server)."""
         now = time.time()
-        px = np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8).reshape(len(images), -1)
+        px = to_uint8(images).reshape(len(images), -1)
         pr = np.asarray(probs, dtype=np.float64)
         # whole arrays at once, orjson for the numbers (a fifth of the cost of json.dumps per number)
         rows = [(request_id, i, now, model_version, kind, image.tobytes(), orjson.dumps(ps).decode(), d, c, puid)

@@ -82,7 +82,7 @@ class DriftResult:
 _COLUMN = re.compile(r"ValueDrift\(column=([^,)]+)")
 
 
-def _clean(column: pd.Series) -> np.ndarray:
+def finite(column: pd.Series) -> np.ndarray:
     # as Evidently cleans a column before its test: infinities are missing, missing values dropped
     v = column.to_numpy(dtype=np.float64, na_value=np.nan)
     return v[np.isfinite(v)]
@@ -122,7 +122,7 @@ def check_drift(reference: pd.DataFrame, current: pd.DataFrame, config: DriftCon
     else:
         scores = {}
         for c in reference.columns:
-            ref, cur = _clean(reference[c]), _clean(current[c])
+            ref, cur = finite(reference[c]), finite(current[c])
             if not len(ref) or not len(cur):
                 raise ValueError(f"drift check: feature {c!r} has no finite value in the "
                                  f"{'reference' if not len(ref) else 'current'} window")

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mnistcl.images import encode_png
-from monitoring.drift import P_VALUE_TESTS, severity
+from mnistcl.images import encode_png, to_uint8
+from monitoring.drift import P_VALUE_TESTS, finite, severity
 
 SAMPLE = 64  # digits shown from each window
 BINS = 24
@@ -46,7 +46,7 @@ def write_report(path: Path, reference: pd.DataFrame, current: pd.DataFrame, res
               if images is not None and len(images) else "")
     rows = []
     for col in sorted(result.scores, key=lambda c: -severity(result.method, result.scores[c])):
-        ref, cur = _finite(reference[col]), _finite(current[col])
+        ref, cur = finite(reference[col]), finite(current[col])
         drifted = col in result.drifted_columns
         rows.append(f"<tr class='{'d' if drifted else ''}'><td>{html.escape(col)}</td>"
                     f"<td>{result.scores[col]:.4g}</td><td>{'drifted' if drifted else '-'}</td>"
@@ -69,11 +69,6 @@ def _rule(result) -> str:
     if result.method in P_VALUE_TESTS:
         return f"a p-value of {result.threshold:g} or less"
     return f"{result.threshold:g} or more"
-
-
-def _finite(column: pd.Series) -> np.ndarray:
-    x = column.to_numpy(dtype=np.float64, na_value=np.nan)
-    return x[np.isfinite(x)]
 
 
 def _stats(x: np.ndarray) -> str:
@@ -109,7 +104,7 @@ def _grid(images: np.ndarray, cols: int = 16) -> str:
     x = np.asarray(images).reshape(-1, 28, 28)
     x = x[np.linspace(0, len(x) - 1, min(SAMPLE, len(x))).astype(int)]
     if x.dtype != np.uint8:
-        x = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+        x = to_uint8(x)
     rows = -(-len(x) // cols)
     grid = np.zeros((rows * 28, cols * 28), np.uint8)
     for i, img in enumerate(x):

@@ -28,6 +28,7 @@ from deployment import orchestrate as orch
 from deployment import serve as launch
 from mnistcl import prefect_client
 from mnistcl.datasets import find_mnist_csvs, read_mnist_csv
+from mnistcl.images import to_uint8
 from mnistcl.onnx_utils import OnnxModel
 from mnistcl.settings import read_yaml
 from mnistcl.shifts import SHIFTS, apply
@@ -121,13 +122,9 @@ class Cohorts:
             e_idx = order[k + sc.stream_images:k + sc.stream_images + sc.eval_images]
             k += sc.stream_images + sc.eval_images
             crng = np.random.default_rng(rng.integers(2**31))
-            self.stream.append((_to_u8(apply(xt[s_idx], c.shifts, crng)), yt[s_idx]))
-            self.eval.append((_to_u8(apply(xt[e_idx], c.shifts, crng)), yt[e_idx]))
+            self.stream.append((to_uint8(apply(xt[s_idx], c.shifts, crng)), yt[s_idx]))
+            self.eval.append((to_uint8(apply(xt[e_idx], c.shifts, crng)), yt[e_idx]))
         self.rest = (xt[order[k:]], yt[order[k:]])  # test digits no cohort uses
-
-
-def _to_u8(a: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(a * 255), 0, 255).astype(np.uint8)
 
 
 def cl_metrics(R: np.ndarray) -> dict[str, Any]:
