@@ -9,7 +9,9 @@ under mild shifts, calibration (ECE), and the per-image outcomes the decision pa
 The decision (``decide``), all parameters in configs/gate.yaml:
   objective   expected accuracy on the recent traffic mix (validation/objective.py); the
               candidate "improves" when the one-sided lower bound of the paired difference is
-              above 0 at the gate's confidence
+              above 0 at the gate's confidence, or (``objective.current_traffic``) when it is
+              confidently better on the newest batch, the traffic now, and no worse than
+              ``objective.margin`` on the mix: two claims sharing the gate's error (Hochberg)
   forgetting  on every slice, a one-sided paired score test of "the drop exceeds that slice's
               allowance"; Holm's adjustment over the slices; a confident drop refuses;
               a likely one (p below ``doubt``) keeps a better candidate from a direct
@@ -36,7 +38,7 @@ from mnistcl.settings import read_yaml
 from mnistcl.shifts import apply
 from monitoring.estimate import METHODS, fit
 from validation import stats
-from validation.objective import ObjectiveConfig
+from validation.objective import BASE_SLICE, ObjectiveConfig
 
 DEFAULT_GATE = Path(__file__).resolve().parent.parent / "configs" / "gate.yaml"
 VERDICTS = ("promote", "challenger", "reject")
@@ -278,6 +280,8 @@ def decide(cfg: GateConfig, cand: Measured, champ: Measured, weights: dict[str, 
                  "candidate": float(sum(wi * pairs[s].candidate_accuracy for s, wi in zip(names, w, strict=True))),
                  "champion": float(sum(wi * pairs[s].champion_accuracy for s, wi in zip(names, w, strict=True))),
                  "weights": dict(zip(names, w, strict=True))}
+    claim = _claim(cfg, rows, plist, w, p_better)
+    objective["claim"] = claim
     forgets = [r for r in rows if r["forgets"]]
     # A likely drop holds back a win that is only just shown, not an overwhelming one.
     doubtful = [r for r in rows if r["doubtful"]] if p_better >= cfg.forgetting.overwhelming else []
@@ -285,16 +289,13 @@ def decide(cfg: GateConfig, cand: Measured, champ: Measured, weights: dict[str, 
         verdict = "reject"
         why = "forgets " + ", ".join(f"{r['slice']} (drop {-r['difference']:.2%} > {r['allowance']:.2%}, "
                                       f"Holm p = {r['p_forgets_holm']:.3g})" for r in forgets)
-    elif lo > 0 and doubtful:
-        verdict, why = "challenger", (f"better on the recent traffic mix: {est:+.2%} ({level:.0%} interval "
-                                      f"{lo:+.2%} to {hi:+.2%}, p = {p_better:.3g}), but not enough evidence "
-                                      "that it keeps " + ", ".join(
+    elif claim["better"] and doubtful:
+        verdict, why = "challenger", (f"{claim['says']}, but not enough evidence that it keeps " + ", ".join(
                                           f"{r['slice']} (drop {-r['difference']:.2%}, p (drop > "
                                           f"{r['allowance']:.2%}) = {r['p_forgets']:.3g})" for r in doubtful))
-    elif lo > 0:
+    elif claim["better"]:
         outweighed = [r for r in rows if r["doubtful"]]  # likely drops an overwhelming win carries
-        verdict, why = "promote", (f"better on the recent traffic mix: {est:+.2%} ({level:.0%} interval "
-                                   f"{lo:+.2%} to {hi:+.2%}, p = {p_better:.3g}) and no slice forgotten"
+        verdict, why = "promote", (f"{claim['says']}, and no slice forgotten"
                                    + ("; the win is overwhelming (p below "
                                       f"{cfg.forgetting.overwhelming:g}), so it outweighs the likely drop on "
                                       + ", ".join(f"{r['slice']} ({-r['difference']:.2%})" for r in outweighed)
@@ -303,13 +304,77 @@ def decide(cfg: GateConfig, cand: Measured, champ: Measured, weights: dict[str, 
         verdict, why = "reject", (f"worse on the recent traffic mix: {est:+.2%} ({level:.0%} interval "
                                   f"{lo:+.2%} to {hi:+.2%})")
     else:
-        verdict, why = "challenger", (f"not enough evidence: {est:+.2%} on the recent traffic mix, {level:.0%} "
-                                      f"interval {lo:+.2%} to {hi:+.2%} includes 0 (p = {p_better:.3g})")
+        verdict, why = "challenger", claim["why_not"]
     return {"verdict": verdict, "reason": why, "confidence": cfg.confidence, "interval_level": level,
             "gate_alpha": cfg.gate_alpha, "doubt": cfg.forgetting.doubt,
             "test": "paired: Tango score interval per slice, MOVER for the weighted objective, "
-                    "score test against each slice's allowance with Holm's adjustment",
+                    "score test against each slice's allowance with Holm's adjustment"
+                    + ("; exact McNemar on the newest batch, Hochberg over the two claims" if claim.get("newest") else ""),
             "objective": objective, "slices": rows}
+
+
+def _claim(cfg: GateConfig, rows: list[dict], plist: list, w: list[float], p_mix: float) -> dict[str, Any]:
+    """Is the candidate better? Two claims, either of which promotes:
+
+    - mix: better on the recent traffic mix (the objective's lower bound above 0);
+    - now (``objective.current_traffic``): better on the newest labelled batch, the traffic of
+      today (exact McNemar), and no worse than ``objective.margin`` on the mix (its lower bound
+      above -margin): an intersection-union test, each part at the claim's level.
+
+    They share the gate's error by Hochberg's step-up for two hypotheses (valid here: the newest
+    batch is part of the mix, so the two statistics move together): both claims hold at
+    ``gate_alpha``, or either holds at half of it. Without a production batch (the newest slice is
+    MNIST's, the base) only the mix is claimed, at the whole ``gate_alpha``."""
+    a, o = cfg.gate_alpha, cfg.objective
+    newest = rows[-1] if rows else None
+    if not o.current_traffic or newest is None or newest["slice"] == BASE_SLICE:
+        est, lo, hi = stats.weighted_interval(plist, w, 1 - 2 * a)
+        return {"better": p_mix < a, "by": "mix" if p_mix < a else None, "says": _says_mix(plist, w, a),
+                "why_not": f"not enough evidence: {est:+.2%} on the recent traffic mix, {1 - 2 * a:.0%} interval "
+                           f"{lo:+.2%} to {hi:+.2%} includes 0 (p = {p_mix:.3g})"}
+    bound = {lvl: stats.weighted_interval(plist, w, 1 - 2 * lvl)[1] for lvl in (a, a / 2)}
+    p_now = newest["p_better"]
+    mix = {lvl: p_mix < lvl for lvl in (a, a / 2)}
+    now = {lvl: p_now < lvl and bound[lvl] > -o.margin for lvl in (a, a / 2)}
+    if mix[a] and now[a]:
+        by = "mix and now"
+    elif mix[a / 2]:
+        by = "mix"
+    elif now[a / 2]:
+        by = "now"
+    else:
+        by = None
+    says_now = (f"on the newest batch ({newest['slice']}, the traffic now) {newest['difference']:+.2%} "
+                f"({newest['only_candidate_right']} images only it reads right, {newest['only_champion_right']} "
+                f"only the champion; exact McNemar p = {p_now:.3g}), the mix's lower bound "
+                f"{bound[a if by == 'mix and now' else a / 2]:+.2%} against a margin of -{o.margin:.2%}")
+    says = {"mix and now": f"{_says_mix(plist, w, a)}; {says_now}",
+            "mix": _says_mix(plist, w, a / 2),
+            "now": f"better on the traffic now: {says_now}"}.get(by, "")
+    est = stats.weighted_interval(plist, w, 1 - 2 * a)[0]
+    why_not = (f"not enough evidence: {est:+.2%} on the recent traffic mix (p = {p_mix:.3g}); {says_now}; "
+               f"a promotion needs one claim at p < {a / 2:.3g} or both at p < {a:.3g} (Hochberg), the traffic "
+               f"now with the mix's lower bound above -{o.margin:.2%}")
+    return {"better": by is not None, "by": by, "says": says, "why_not": why_not, "hochberg_levels": [a, a / 2],
+            "newest": {"slice": newest["slice"], "p_better": p_now, "mix_lower_bound": {"at_gate_alpha": bound[a], "at_half": bound[a / 2]}, "says": says_now,
+                       "margin": o.margin}}
+
+
+def _claims_words(claim: dict) -> str:
+    """The report's words for the second claim, when it was made."""
+    now = claim.get("newest")
+    if not now:
+        return ""
+    a, half = claim["hochberg_levels"]
+    return (f", or, on the traffic now, the newest batch ({now['slice']}) better by exact McNemar with the mix's "
+            f"lower bound above -{now['margin']:.2%}: both claims at p < {a:.3g} or either at p < {half:.3g} "
+            f"(Hochberg). Here: {now['says']}; the claim that held: {claim.get('by') or 'none'}")
+
+
+def _says_mix(plist: list, w: list[float], a: float) -> str:
+    est, lo, hi = stats.weighted_interval(plist, w, 1 - 2 * a)
+    return (f"better on the recent traffic mix: {est:+.2%} ({1 - 2 * a:.1%} interval {lo:+.2%} to {hi:+.2%}, "
+            f"p = {stats.weighted_pvalue(plist, w, 'greater'):.3g})")
 
 
 @dataclass
@@ -368,7 +433,8 @@ class GateReport:
                       f"Test: {d['test']}. Slices are called forgotten at {d['confidence']:.0%} one-sided "
                       f"confidence; \"better\" needs the objective's lower bound above 0 at "
                       f"{1 - d['gate_alpha']:.1%} (the gate's share of the {1 - d['confidence']:.0%} error budget; "
-                      f"a challenger's shadow judgement spends the rest). Intervals are {lvl:.0%} two-sided. "
+                      f"a challenger's shadow judgement spends the rest)" + _claims_words(o.get("claim") or {}) +
+                      f". Intervals are {lvl:.0%} two-sided. "
                       f"A slice's drop is \"likely\" when the data lean toward a drop beyond its allowance "
                       f"(p below {d.get('doubt', 0):.2g}): a better candidate is then the challenger.", "",
                       f"Objective (expected accuracy on the recent traffic mix): candidate {o['candidate']:.4f}, "

@@ -20,6 +20,11 @@ BASE_SLICE = "mnist-test"
 class ObjectiveConfig(BaseModel):
     window_images: int = Field(default=1500, gt=0, description="labelled production images that count as recent")
     base_weight: float = Field(default=0.2, ge=0.0, le=1.0, description="MNIST's least share of the objective")
+    current_traffic: bool = Field(default=True, description=(
+        "a second claim that also promotes: confidently better on the newest labelled batch (the traffic now) "
+        "and no worse than ``margin`` on the mix; the gate's error is shared by the two claims (Hochberg)"))
+    margin: float = Field(default=0.005, ge=0.0, lt=1.0, description=(
+        "how much lower on the recent mix the current-traffic claim tolerates (a one-sided bound)"))
 
 
 def traffic_weights(batches: list[tuple[str, int]], cfg: ObjectiveConfig, base: str = BASE_SLICE) -> dict[str, float]:

@@ -163,3 +163,81 @@ def test_an_overwhelming_win_is_promoted_despite_a_likely_drop(champion):
     v2 = next(r for r in d["slices"] if r["slice"] == "v2")
     assert v2["doubtful"] and d["objective"]["p_better"] < GateConfig().forgetting.overwhelming
     assert d["verdict"] == "promote" and "outweighs the likely drop on v2" in d["reason"], d["reason"]
+
+
+def paired(n: int, right: int, only_candidate: int, only_champion: int) -> tuple[np.ndarray, np.ndarray]:
+    """(candidate, champion) outcomes on ``n`` images: the champion right on ``right`` of them; the
+    candidate the same, but right on ``only_candidate`` more and wrong on ``only_champion`` of those."""
+    champ = np.zeros(n, bool)
+    champ[:right] = True
+    cand = champ.copy()
+    cand[right:right + only_candidate] = True
+    cand[:only_champion] = False
+    return cand, champ
+
+
+def two_models(**slices: tuple[int, int, int, int]) -> tuple[Measured, Measured]:
+    out = {s: paired(*spec) for s, spec in slices.items()}
+    return Measured({}, {s: c for s, (c, _) in out.items()}), Measured({}, {s: h for s, (_, h) in out.items()})
+
+
+# Seed 0's phone-camera candidate in the scenario, in miniature: 13 of the cohort's digits only it
+# reads right, 2 only the champion, while the previous cohort (the mix's largest share) and MNIST
+# are noise both ways.
+RECENT = traffic_weights([("v2", 700), ("v3", 500)], ObjectiveConfig())
+
+
+def test_the_traffic_now_claim_promotes_a_win_the_mix_dilutes():
+    cand, champ = two_models(**{"mnist-test": (10000, 9870, 25, 25), "v2": (240, 225, 6, 6), "v3": (248, 220, 13, 2)})
+    d = decide(GateConfig(), cand, champ, RECENT)
+    claim = d["objective"]["claim"]
+    assert d["verdict"] == "promote" and claim["by"] == "now", d["reason"]
+    assert claim["newest"]["p_better"] == pytest.approx(121 / 2**15)  # P(X >= 13 | 15 discordant, 1/2)
+    assert 0.0125 < d["objective"]["p_better"] < 0.05  # the mix alone is not enough
+    assert -0.005 < claim["newest"]["mix_lower_bound"]["at_half"] < 0
+    assert "the traffic now" in d["reason"] and "McNemar p = 0.00369" in d["reason"]
+    only_mix = GateConfig(objective=ObjectiveConfig(current_traffic=False))
+    d = decide(only_mix, cand, champ, RECENT)
+    assert d["verdict"] == "challenger" and d["objective"]["claim"]["by"] is None
+
+
+def test_the_traffic_now_claim_needs_the_mix_within_its_margin():
+    """The same win on the newest batch, but the previous cohort leans the other way: the mix's
+    lower bound falls below -margin, so it is not promoted (the shadow judges it)."""
+    cand, champ = two_models(**{"mnist-test": (10000, 9870, 25, 25), "v2": (240, 225, 5, 7), "v3": (248, 220, 13, 2)})
+    d = decide(GateConfig(), cand, champ, RECENT)
+    claim = d["objective"]["claim"]
+    assert d["verdict"] == "challenger" and claim["by"] is None
+    assert claim["newest"]["p_better"] < 0.0125 and claim["newest"]["mix_lower_bound"]["at_half"] < -0.005
+    assert "not enough evidence" in d["reason"] and "above -0.50%" in d["reason"]
+    wide = GateConfig(objective=ObjectiveConfig(margin=0.01))
+    assert decide(wide, cand, champ, RECENT)["verdict"] == "promote"
+
+
+def test_the_two_claims_share_the_gates_error():
+    """Hochberg: either claim alone needs half of gate_alpha; both together, the whole of it. A
+    mix win at p = 0.018 with nothing shown on the newest batch promoted when the mix was the only
+    claim; with two claims it waits as challenger, so a model better at neither is still promoted
+    at most gate_alpha of the time."""
+    cfg = GateConfig()
+    assert cfg.gate_alpha == pytest.approx(0.025)
+    cand, champ = two_models(**{"mnist-test": (10000, 9870, 40, 20), "v2": (240, 225, 10, 2), "v3": (248, 220, 3, 3)})
+    d = decide(cfg, cand, champ, RECENT)
+    assert 0.0125 < d["objective"]["p_better"] < 0.025
+    assert d["verdict"] == "challenger" and "p < 0.0125 or both at p < 0.025" in d["reason"], d["reason"]
+    only_mix = GateConfig(objective=ObjectiveConfig(current_traffic=False))
+    assert decide(only_mix, cand, champ, RECENT)["verdict"] == "promote"
+    # both claims between half and the whole of gate_alpha: together they promote
+    cand, champ = two_models(**{"mnist-test": (10000, 9870, 25, 25), "v2": (240, 225, 6, 3), "v3": (248, 220, 10, 2)})
+    d = decide(cfg, cand, champ, RECENT)
+    assert 0.0125 < d["objective"]["p_better"] < 0.025
+    assert d["objective"]["claim"]["newest"]["p_better"] == pytest.approx(79 / 2**12)  # 10 of 12 discordant
+    assert d["verdict"] == "promote" and d["objective"]["claim"]["by"] == "mix and now", d["reason"]
+
+
+def test_before_production_data_only_the_mix_is_claimed(champion):
+    rng = np.random.default_rng(3)
+    base = {"mnist-test": champion["mnist-test"]}
+    cand = {"mnist-test": outcomes(10000, 0, rng, flip=60, base=champion["mnist-test"])}
+    d = decide(GateConfig(), measured(cand), measured(base), {"mnist-test": 1.0})
+    assert d["verdict"] == "promote" and d["objective"]["claim"]["by"] == "mix" and "newest" not in d["objective"]["claim"]
