@@ -19,6 +19,9 @@ then after each cohort:
                     digits themselves, so the cohort weighs more (the pipeline's, AUGMENT_COPIES)
   finetune-replay-repeat   ... the same number of plain repeats of the new digits instead: what the
                     extra weight alone brings, without the transforms
+  finetune-replay-augment-distill  the augmented recipe plus the distillation above: does the
+                    previous model's view of the replayed digits take back the forgetting the
+                    augmented digits add?
   full (joint)      a new model from scratch on MNIST plus every cohort's labelled digits so far
 
 Reported per strategy: the accuracy matrix R[i][j] (after cohort i, on cohort j's held-out
@@ -43,9 +46,9 @@ import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
 # What the pipeline uses (retraining/retrain.py: REPLAY_BY = "slice", AUGMENT_COPIES): every strategy is compared with it.
-CHOSEN = "finetune-replay-augment"
+CHOSEN = "finetune-replay-augment-distill"
 STRATEGIES = ("static", "finetune", "finetune-replay", "finetune-replay-slice", "finetune-replay-distill",
-              "finetune-replay-augment", "finetune-replay-repeat", "full")
+              "finetune-replay-augment", "finetune-replay-repeat", "finetune-replay-augment-distill", "full")
 
 
 def main(argv=None) -> dict:
@@ -161,12 +164,12 @@ def run_seed(args, seed: int) -> dict:
                 model = ft(model, mx[order], my[order])
                 images += len(my) * args.epochs
             elif strat in ("finetune-replay-slice", "finetune-replay-distill", "finetune-replay-augment",
-                           "finetune-replay-repeat"):
+                           "finetune-replay-repeat", "finetune-replay-augment-distill"):
                 picks = replay_pick(seen_y, int(round(args.replay * len(y))))
                 ox = np.concatenate([seen_x[g][i] for g, i in picks])
                 oy = np.concatenate([seen_y[g][i] for g, i in picks])
                 mx, my = np.concatenate([x, ox]), np.concatenate([y, oy])
-                if strat == "finetune-replay-augment":
+                if strat in ("finetune-replay-augment", "finetune-replay-augment-distill"):
                     from retraining.augment import augment_labelled
 
                     ax, ay = augment_labelled(x, y, args.augment, np.random.default_rng([sc.seed, i]))
@@ -175,9 +178,10 @@ def run_seed(args, seed: int) -> dict:
                     mx = np.concatenate([mx, np.tile(x, (args.augment, 1, 1))])
                     my = np.concatenate([my, np.tile(y, args.augment)])
                 soft = None
-                if strat == "finetune-replay-distill":  # the previous model's view of the replayed digits
+                if strat in ("finetune-replay-distill", "finetune-replay-augment-distill"):
+                    # the previous model's view of the replayed digits (rows len(y) .. len(y) + len(oy))
                     soft = np.full((len(my), 10), np.nan, np.float32)
-                    soft[len(y):] = model.predict(ox)
+                    soft[len(y):len(y) + len(oy)] = model.predict(ox)
                 order = rng.permutation(len(my))
                 model = ft(model, mx[order], my[order], None if soft is None else soft[order])
                 images += len(my) * args.epochs

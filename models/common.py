@@ -29,6 +29,7 @@ class TrainData:
     y_train: np.ndarray  # uint8 (n,)
     x_val: np.ndarray
     y_val: np.ndarray
+    replayed: np.ndarray | None = None  # bool (n,): rows replayed from earlier data (fine-tuning), else None
 
 
 @dataclass

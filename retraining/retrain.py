@@ -7,8 +7,10 @@ next trigger, without waiting for the cooldown.
 
   1. data      the newly labelled production inputs (feedback since the last retraining) become
                a new dataset version on top of the latest one
-  2. train     finetune-replay: the champion's weights, trained on the new data plus twice as
-               many replayed old images, at half its learning rate, 5 epochs (default)
+  2. train     finetune-replay: the champion's weights, trained on the new data (and two
+               augmented copies of it) plus twice as many replayed old images drawn evenly from
+               every earlier slice, distilled toward the champion's own answers on the replayed
+               ones, at half its learning rate, 12 epochs (default)
                full: the champion's family and configuration from scratch on all data so far
                automl: the AutoML sweep (quick profile) on the new version, with its own gate
   3. validate  the gate against the champion on the same images (validation/gate.py): better on the
@@ -55,6 +57,9 @@ REPLAY_BY = "slice"
 # top of the new digits and their replay: a few hundred labelled digits of a new handwriting are
 # seen in more positions. Chosen with bench/continual.py (docs/training.md): 0 turns it off.
 AUGMENT_COPIES = 2
+# Distillation on the replayed digits (models/finetune.py, torchnet): their loss also pulls toward
+# the champion's own probabilities. Chosen with bench/continual.py (docs/training.md): 0 turns it off.
+DISTILL = 1.0
 
 
 @dataclass
@@ -153,12 +158,15 @@ def training_data(settings, prep: PreparedData, strategy: str, *, replay: float 
             idx = np.concatenate([new_idx, keep])
         counts = {"new": int(new.sum()), "total": int(len(idx))}
     x, y = data.train_x[idx], data.train_y[idx]
+    replayed = ~new[idx] if strategy == "finetune-replay" else None
     if strategy == "finetune-replay" and augment_copies > 0:  # new_idx: the new images, as above
         ax, ay = augment_labelled(data.train_x[new_idx], data.train_y[new_idx], augment_copies, rng)
         x, y = np.concatenate([x, ax]), np.concatenate([y, ay])
+        replayed = np.concatenate([replayed, np.zeros(len(ay), bool)])
         counts["augmented"] = int(len(new_idx) * augment_copies)
     order = rng.permutation(len(y))
-    return TrainData(x[order], y[order], xv, yv), {**counts, "val_slice": newest}
+    return (TrainData(x[order], y[order], xv, yv, None if replayed is None else replayed[order]),
+            {**counts, "val_slice": newest})
 
 
 def train_candidate(settings, prep: PreparedData, strategy: str, td: TrainData, *, epochs: int | None,
@@ -170,7 +178,8 @@ def train_candidate(settings, prep: PreparedData, strategy: str, td: TrainData, 
     champ = reg.get(prep.champion)
     if strategy == "finetune-replay":
         native = reg.fetch(prep.champion, "native", settings.home_dir / "cache" / "models")
-        model = finetune(champ.family, native, champ.config, td, NullReporter(), epochs=epochs or FINETUNE_EPOCHS, seed=seed)
+        model = finetune(champ.family, native, champ.config, td, NullReporter(), epochs=epochs or FINETUNE_EPOCHS,
+                         seed=seed, distill=DISTILL)
     elif strategy == "full":
         mod = family_module(champ.family)
         cfg = mod.Config(**{**champ.config, **({"epochs": epochs} if epochs else {}), "seed": seed})

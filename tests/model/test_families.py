@@ -101,3 +101,26 @@ def test_training_is_deterministic_for_torchnet(tiny):
     a = mod.train(tiny, mod.Config(epochs=1, batch_size=32), Recorder()).predict(tiny.x_val[:10])
     b = mod.train(tiny, mod.Config(epochs=1, batch_size=32), Recorder()).predict(tiny.x_val[:10])
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_finetune_distillation_keeps_the_replayed_digits_answers(trained, tiny, tmp_path):
+    """Replayed digits whose labels now disagree with the model: plain fine-tuning follows the new
+    labels; with distillation (models/finetune.py) the model keeps more of its own answers on
+    those digits, and the new digits are learnt either way."""
+    from models.finetune import finetune
+
+    base = trained["torchnet"][0]
+    native = base.export(tmp_path / "base")["native"]
+    x, y = tiny.x_train[:240], tiny.y_train[:240].copy()
+    replayed = np.zeros(len(y), bool)
+    replayed[:120] = True
+    before = base.predict(x[:120]).argmax(1)
+    y[:120] = (before + 1) % 10  # every replayed digit labelled against the model's own answer
+    data = TrainData(x, y, tiny.x_val, tiny.y_val, replayed)
+
+    def kept(distill):
+        model = finetune("torchnet", native, {}, data, Recorder(), epochs=3, seed=0, distill=distill)
+        return float((model.predict(x[:120]).argmax(1) == before).mean())
+
+    plain, distilled = kept(0.0), kept(5.0)
+    assert distilled > plain + 0.2, (plain, distilled)
