@@ -14,7 +14,8 @@ next trigger, without waiting for the cooldown.
                full: the champion's family and configuration from scratch on all data so far
                automl: the AutoML sweep (quick profile) on the new version, with its own gate
   3. validate  the gate against the champion on the same images (validation/gate.py): better on the
-               recent traffic mix with confidence, no slice confidently forgotten
+               recent traffic mix, or on the newest batch and no worse than a margin on the mix,
+               with confidence (two claims sharing the error); no slice confidently forgotten
   4. promote   promote: champion (the model server hot-swaps to it); not enough evidence:
                challenger (shadowed beside the champion until labelled traffic decides)
 """
@@ -58,7 +59,7 @@ REPLAY_BY = "slice"
 # seen in more positions. Chosen with bench/continual.py (docs/training.md): 0 turns it off.
 AUGMENT_COPIES = 2
 # Distillation on the replayed digits (models/finetune.py, torchnet): their loss also pulls toward
-# the champion's own probabilities. Chosen with bench/continual.py (docs/training.md): 0 turns it off.
+# the champion's own probabilities. Chosen with bench/continual.py (docs/benchmarks.md): 0 turns it off.
 DISTILL = 1.0
 
 
@@ -85,7 +86,7 @@ def prepare_data(settings, gate_cfg, log=_log) -> PreparedData:
     n_new = plog.count_labelled_after(start)
     created, n_feedback = False, 0
     if n_new:
-        frac = eval_fraction(n_new, gate_cfg.evidence, gate_cfg.gate_alpha)
+        frac = eval_fraction(n_new, gate_cfg.evidence, gate_cfg.claim_alpha)
         m, _ = append_feedback(ds_store, plog, source="feedback: {n} labelled production inputs (retrain)",
                                parent=None, eval_fraction=frac, seed=settings.seed)
         if m is not None:

@@ -119,6 +119,12 @@ class GateConfig(BaseModel):
         return self.alpha * self.gate_alpha_share / self.compared
 
     @property
+    def claim_alpha(self) -> float:
+        """The level one claim of "better" is shown at alone (the evidence is sized for it): the
+        whole ``gate_alpha``, or half of it when the traffic-now claim shares it (Hochberg)."""
+        return self.gate_alpha / 2 if self.objective.current_traffic else self.gate_alpha
+
+    @property
     def shadow_alpha(self) -> float:
         """What the shadow's looks at the one challenger spend, all together."""
         return self.alpha * (1.0 - self.gate_alpha_share)
@@ -249,9 +255,11 @@ def fit_estimators(m: Measured, slices: dict[str, tuple[np.ndarray, np.ndarray]]
 def decide(cfg: GateConfig, cand: Measured, champ: Measured, weights: dict[str, float]) -> dict[str, Any]:
     """Paired comparison on every slice and on the objective; the statistical verdict.
 
-    "Improves": the objective's one-sided lower bound above 0 at the gate's share of the error
-    budget (``gate_alpha``; a challenger's shadow judgement spends the rest, so a model that is
-    not better is promoted with probability at most alpha in all). "Forgets": a slice's drop shown
+    "Improves" (``_claim``): the objective's one-sided lower bound above 0, or, with
+    ``objective.current_traffic``, the newest batch shown better with the objective no worse than
+    the margin; the two claims share the gate's part of the error budget (``gate_alpha``; a
+    challenger's shadow judgement spends the rest, so a model better at neither is promoted with
+    probability at most alpha in all). "Forgets": a slice's drop shown
     beyond its allowance at alpha (a score test, Holm-adjusted over the slices); "doubtful": the data
     lean toward a drop beyond the allowance (unadjusted p below ``forgetting.doubt``), which turns a
     promotion into a challenger: its accuracy on labelled live traffic settles it. Intervals are
@@ -316,7 +324,8 @@ def decide(cfg: GateConfig, cand: Measured, champ: Measured, weights: dict[str, 
 def _claim(cfg: GateConfig, rows: list[dict], plist: list, w: list[float], p_mix: float) -> dict[str, Any]:
     """Is the candidate better? Two claims, either of which promotes:
 
-    - mix: better on the recent traffic mix (the objective's lower bound above 0);
+    - mix: better on the recent traffic mix (the objective's one-sided lower bound above 0 at the
+      claim's level: ``gate_alpha`` with the other claim, ``gate_alpha / 2`` alone);
     - now (``objective.current_traffic``): better on the newest labelled batch, the traffic of
       today (exact McNemar), and no worse than ``objective.margin`` on the mix (its lower bound
       above -margin): an intersection-union test, each part at the claim's level.
@@ -346,8 +355,10 @@ def _claim(cfg: GateConfig, rows: list[dict], plist: list, w: list[float], p_mix
         by = None
     says_now = (f"on the newest batch ({newest['slice']}, the traffic now) {newest['difference']:+.2%} "
                 f"({newest['only_candidate_right']} images only it reads right, {newest['only_champion_right']} "
-                f"only the champion; exact McNemar p = {p_now:.3g}), the mix's lower bound "
-                f"{bound[a if by == 'mix and now' else a / 2]:+.2%} against a margin of -{o.margin:.2%}")
+                f"only the champion; exact McNemar p = {p_now:.3g}), the mix's one-sided lower bound "
+                + (f"{bound[a]:+.2%} at {1 - a:.1%}" if by == "mix and now" else f"{bound[a / 2]:+.2%} at {1 - a / 2:.2%}"
+                   if by == "now" else f"{bound[a]:+.2%} at {1 - a:.1%} and {bound[a / 2]:+.2%} at {1 - a / 2:.2%}")
+                + f" against a margin of -{o.margin:.2%}")
     says = {"mix and now": f"{_says_mix(plist, w, a)}; {says_now}",
             "mix": _says_mix(plist, w, a / 2),
             "now": f"better on the traffic now: {says_now}"}.get(by, "")
@@ -366,9 +377,10 @@ def _claims_words(claim: dict) -> str:
     if not now:
         return ""
     a, half = claim["hochberg_levels"]
-    return (f", or, on the traffic now, the newest batch ({now['slice']}) better by exact McNemar with the mix's "
-            f"lower bound above -{now['margin']:.2%}: both claims at p < {a:.3g} or either at p < {half:.3g} "
-            f"(Hochberg). Here: {now['says']}; the claim that held: {claim.get('by') or 'none'}")
+    return (f"is one of two claims sharing the error (Hochberg): the recent mix (the objective's lower bound "
+            f"above 0), or the traffic now (the newest batch, {now['slice']}, better by exact McNemar, with the "
+            f"mix's lower bound above -{now['margin']:.2%}); both at p < {a:.3g} ({1 - a:.1%} bounds), or either "
+            f"alone at p < {half:.3g} ({1 - half:.2%} bounds)")
 
 
 def _says_mix(plist: list, w: list[float], a: float) -> str:
@@ -431,10 +443,14 @@ class GateReport:
             lvl = d["interval_level"]
             lines += ["## Decision: candidate against champion on the same images", "",
                       f"Test: {d['test']}. Slices are called forgotten at {d['confidence']:.0%} one-sided "
-                      f"confidence; \"better\" needs the objective's lower bound above 0 at "
-                      f"{1 - d['gate_alpha']:.1%} (the gate's share of the {1 - d['confidence']:.0%} error budget; "
-                      f"a challenger's shadow judgement spends the rest)" + _claims_words(o.get("claim") or {}) +
-                      f". Intervals are {lvl:.0%} two-sided. "
+                      f"confidence; \"better\" " + (_claims_words(o["claim"]) if (o.get("claim") or {}).get("newest")
+                                                    else f"needs the objective's lower bound above 0 at "
+                                                         f"{1 - d['gate_alpha']:.1%}")
+                      + f" (the gate's share of the {1 - d['confidence']:.0%} error budget; a challenger's shadow "
+                      f"judgement spends the rest)."
+                      + (f" Here: {o['claim']['newest']['says']}; the claim that held: {o['claim'].get('by') or 'none'}."
+                         if (o.get("claim") or {}).get("newest") else "")
+                      + f" Intervals are {lvl:.0%} two-sided. "
                       f"A slice's drop is \"likely\" when the data lean toward a drop beyond its allowance "
                       f"(p below {d.get('doubt', 0):.2g}): a better candidate is then the challenger.", "",
                       f"Objective (expected accuracy on the recent traffic mix): candidate {o['candidate']:.4f}, "

@@ -13,6 +13,7 @@ from mnistcl.predlog import PredictionLog
 from mnistcl.settings import Settings
 from mnistcl.shifts import apply
 from mnistcl.stores import stores
+from models.finetune import finetune
 from monitoring.check import DRIFT_DETECTED, run_check
 from monitoring.rules import load_config
 from monitoring.state import monitor_state, retrain_lease
@@ -109,7 +110,7 @@ def test_clean_traffic_is_quiet_and_alerts_fall_back_to_the_outbox(champion_home
     assert (s.outbox / out["path"].split("/")[-1]).read_text().count("test") >= 1
 
 
-def test_drift_triggers_once_then_retraining_from_feedback_promotes(champion_home, mnist_medium):
+def test_drift_triggers_once_then_retraining_from_feedback_promotes(champion_home, mnist_medium, monkeypatch):
     """Rotated handwriting: the first breach waits (hysteresis), the second triggers (event + email),
     the third is held back by the cooldown; the retrain makes a dataset version from feedback,
     fine-tunes with replay, passes the gate and is promoted; a second retrain while one runs
@@ -143,9 +144,20 @@ def test_drift_triggers_once_then_retraining_from_feedback_promotes(champion_hom
     assert retrain(s, reason="while busy")["status"] == "skipped"
     lock.release()
 
+    import retraining.retrain as rt
+    seen = []  # what the fine-tuning was given (the real fine-tuning runs)
+    monkeypatch.setattr(rt, "finetune", lambda *a, **kw: seen.append((a[3], kw)) or finetune(*a, **kw))
     out = retrain(s, strategy="finetune-replay", reason="drift", epochs=2, force=True)
     ds, reg = stores(s)
     assert out["dataset"] == "v2" and out["n_feedback"] == 900
+    # The replayed rows are marked, the new digits and their augmented copies are not, and the
+    # fine-tuning distils toward the champion on the marked ones.
+    (td, kw), = seen
+    assert td.replayed is not None and len(td.replayed) == len(td.y_train) == 540 + 1080 + 1080
+    assert int(td.replayed.sum()) == 1080 and kw["distill"] == rt.DISTILL > 0
+    new_digits = ds.load("v2").train_x[ds.load("v2").train_origin > 0]
+    marked_new = {row.tobytes() for row in td.x_train[~td.replayed]}
+    assert {row.tobytes() for row in new_digits} <= marked_new  # every new digit is among the unmarked rows
     m = ds.manifest("v2")
     # The held-out share is sized by the evidence the gate needs (548 pairs), capped at 40% of the batch.
     assert m.parent == "v1" and "feedback" in m.source and sum(m.counts["eval"]) == 360

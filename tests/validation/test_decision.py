@@ -241,3 +241,24 @@ def test_before_production_data_only_the_mix_is_claimed(champion):
     cand = {"mnist-test": outcomes(10000, 0, rng, flip=60, base=champion["mnist-test"])}
     d = decide(GateConfig(), measured(cand), measured(base), {"mnist-test": 1.0})
     assert d["verdict"] == "promote" and d["objective"]["claim"]["by"] == "mix" and "newest" not in d["objective"]["claim"]
+
+
+def test_the_traffic_now_claim_alone_needs_half_the_level():
+    """Shown at 0.025 (p = 0.0193, the mix's bounds within the margin) but not at 0.0125, with the
+    mix not shown: the traffic-now claim alone does not promote (tested at the whole level, it would)."""
+    cand, champ = two_models(**{"mnist-test": (10000, 9870, 10, 10), "v2": (240, 225, 2, 2), "v3": (248, 220, 10, 2)})
+    d = decide(GateConfig(), cand, champ, RECENT)
+    now = d["objective"]["claim"]["newest"]
+    assert 0.0125 < now["p_better"] < 0.025 and d["objective"]["p_better"] > 0.025
+    assert min(now["mix_lower_bound"].values()) > -0.005
+    assert d["verdict"] == "challenger" and d["objective"]["claim"]["by"] is None, d["reason"]
+
+
+def test_one_claim_alone_has_the_whole_level_before_production_data(champion):
+    """Without a production batch the mix is the only claim: p between 0.0125 and 0.025 promotes."""
+    cand, champ = two_models(**{"mnist-test": (10000, 9870, 29, 15)})
+    d = decide(GateConfig(), cand, champ, {"mnist-test": 1.0})
+    assert 0.0125 < d["objective"]["p_better"] < 0.025
+    assert d["verdict"] == "promote" and d["objective"]["claim"]["by"] == "mix", d["reason"]
+    assert GateConfig().claim_alpha == pytest.approx(0.0125)
+    assert GateConfig(objective=ObjectiveConfig(current_traffic=False)).claim_alpha == pytest.approx(0.025)
