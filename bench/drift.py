@@ -188,6 +188,7 @@ def monitor_check_seconds(train: tuple, test: tuple, repeats: int) -> dict:
     Evidently's report, ``drift.report_engine: evidently``, and once with ``drift.report: never``,
     to show what each report costs)."""
     import models.torchnet as tn
+    from mnistcl.images import to_uint8
     from mnistcl.onnx_utils import OnnxModel
     from mnistcl.predlog import PredictionLog
     from mnistcl.settings import Settings
@@ -224,7 +225,7 @@ def monitor_check_seconds(train: tuple, test: tuple, repeats: int) -> dict:
             for i in range(repeats):
                 imgs = xt[rng.choice(np.arange(1000, len(xt)), 500, replace=False)]
                 if kind != "quiet":
-                    imgs = (apply(imgs, {"rotate": 30}, rng) * 255).round().astype(np.uint8)
+                    imgs = to_uint8(apply(imgs, {"rotate": 30}, rng))
                 xf = imgs.astype(np.float32) / 255.0
                 for j in range(0, 500, 10):
                     plog.log_predictions(f"{kind}-{i}-{j}", mv.id, "ndarray", xf[j:j + 10], model.predict(xf[j:j + 10]))

@@ -49,6 +49,7 @@ def score_models(args) -> dict:
     """Train the champion and every planted candidate; per-image outcomes on every pool."""
     import models.torchnet as tn
     from mnistcl.datasets import find_mnist_csvs, read_mnist_csv
+    from mnistcl.images import to_uint8
     from mnistcl.shifts import apply
     from models.common import NullReporter, TrainData
     from retraining.retrain import balanced_counts
@@ -60,7 +61,7 @@ def score_models(args) -> dict:
     xt, yt = read_mnist_csv(test_csv, "test")
 
     def shifted(x, shift, seed):
-        return np.rint(apply(x, shift, np.random.default_rng(seed)) * 255).astype(np.uint8)
+        return to_uint8(apply(x, shift, np.random.default_rng(seed)))
 
     # Each cohort's pools come from one set of MNIST training digits the first model never saw,
     # shifted once and split at random: the gate's evaluation slices are drawn from one part, the

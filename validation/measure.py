@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from mnistcl.images import to_uint8
 from mnistcl.onnx_utils import OnnxModel, macs_per_image, param_count
 from mnistcl.shifts import apply
 from monitoring.estimate import METHODS, fit
@@ -51,7 +52,7 @@ ROBUSTNESS_SHIFTS = {"rotation_12deg": {"rotate": 12}, "noise_0.15": {"noise": 0
 
 def robustness_shifts(x: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
     """Mild, label-preserving shifts (mnistcl.shifts): small rotation, pixel noise, thicker strokes."""
-    return {name: np.rint(apply(x, shift, np.random.default_rng(seed)) * 255).astype(np.uint8)
+    return {name: to_uint8(apply(x, shift, np.random.default_rng(seed)))
             for name, shift in ROBUSTNESS_SHIFTS.items()}
 
 
