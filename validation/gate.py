@@ -185,7 +185,7 @@ def decide(cfg: GateConfig, cand: Measured, champ: Measured, weights: dict[str, 
                  "candidate": float(sum(wi * pairs[s].candidate_accuracy for s, wi in zip(names, w, strict=True))),
                  "champion": float(sum(wi * pairs[s].champion_accuracy for s, wi in zip(names, w, strict=True))),
                  "weights": dict(zip(names, w, strict=True))}
-    claim = _claim(cfg, rows, plist, w, p_better)
+    claim = _claim(cfg, rows, plist, w, p_better, (est, lo, hi))
     objective["claim"] = claim
     forgets = [r for r in rows if r["forgets"]]
     # A likely drop holds back a win that is only just shown, not an overwhelming one.
@@ -218,8 +218,10 @@ def decide(cfg: GateConfig, cand: Measured, champ: Measured, weights: dict[str, 
             "objective": objective, "slices": rows}
 
 
-def _claim(cfg: GateConfig, rows: list[dict], plist: list, w: list[float], p_mix: float) -> dict[str, Any]:
-    """Is the candidate better? Two claims, either of which promotes:
+def _claim(cfg: GateConfig, rows: list[dict], plist: list, w: list[float], p_mix: float,
+           mix_interval: tuple[float, float, float]) -> dict[str, Any]:
+    """Is the candidate better? Two claims, either of which promotes (``p_mix`` and
+    ``mix_interval``: the objective's p-value and its estimate and interval at ``gate_alpha``):
 
     - mix: better on the recent traffic mix (the objective's one-sided lower bound above 0 at the
       claim's level: ``gate_alpha`` with the other claim, ``gate_alpha / 2`` alone);
@@ -234,11 +236,12 @@ def _claim(cfg: GateConfig, rows: list[dict], plist: list, w: list[float], p_mix
     a, o = cfg.gate_alpha, cfg.objective
     newest = rows[-1] if rows else None
     if not o.current_traffic or newest is None or newest["slice"] == BASE_SLICE:
-        est, lo, hi = stats.weighted_interval(plist, w, 1 - 2 * a)
-        return {"better": p_mix < a, "by": "mix" if p_mix < a else None, "says": _says_mix(plist, w, a),
+        est, lo, hi = mix_interval
+        return {"better": p_mix < a, "by": "mix" if p_mix < a else None, "says": _says_mix(mix_interval, p_mix, a),
                 "why_not": f"not enough evidence: {est:+.2%} on the recent traffic mix, {1 - 2 * a:.0%} interval "
                            f"{lo:+.2%} to {hi:+.2%} includes 0 (p = {p_mix:.3g})"}
-    bound = {lvl: stats.weighted_interval(plist, w, 1 - 2 * lvl)[1] for lvl in (a, a / 2)}
+    interval = {a: mix_interval, a / 2: stats.weighted_interval(plist, w, 1 - a)}
+    bound = {lvl: iv[1] for lvl, iv in interval.items()}
     p_now = newest["p_better"]
     mix = {lvl: p_mix < lvl for lvl in (a, a / 2)}
     now = {lvl: p_now < lvl and bound[lvl] > -o.margin for lvl in (a, a / 2)}
@@ -256,11 +259,10 @@ def _claim(cfg: GateConfig, rows: list[dict], plist: list, w: list[float], p_mix
                 + (f"{bound[a]:+.2%} at {1 - a:.1%}" if by == "mix and now" else f"{bound[a / 2]:+.2%} at {1 - a / 2:.2%}"
                    if by == "now" else f"{bound[a]:+.2%} at {1 - a:.1%} and {bound[a / 2]:+.2%} at {1 - a / 2:.2%}")
                 + f" against a margin of -{o.margin:.2%}")
-    says = {"mix and now": f"{_says_mix(plist, w, a)}; {says_now}",
-            "mix": _says_mix(plist, w, a / 2),
+    says = {"mix and now": f"{_says_mix(interval[a], p_mix, a)}; {says_now}",
+            "mix": _says_mix(interval[a / 2], p_mix, a / 2),
             "now": f"better on the traffic now: {says_now}"}.get(by, "")
-    est = stats.weighted_interval(plist, w, 1 - 2 * a)[0]
-    why_not = (f"not enough evidence: {est:+.2%} on the recent traffic mix (p = {p_mix:.3g}); {says_now}; "
+    why_not = (f"not enough evidence: {mix_interval[0]:+.2%} on the recent traffic mix (p = {p_mix:.3g}); {says_now}; "
                f"a promotion needs one claim at p < {a / 2:.3g} or both at p < {a:.3g} (Hochberg), the traffic "
                f"now with the mix's lower bound above -{o.margin:.2%}")
     return {"better": by is not None, "by": by, "says": says, "why_not": why_not, "hochberg_levels": [a, a / 2],
@@ -269,10 +271,8 @@ def _claim(cfg: GateConfig, rows: list[dict], plist: list, w: list[float], p_mix
 
 
 def _claims_words(claim: dict) -> str:
-    """The report's words for the second claim, when it was made."""
-    now = claim.get("newest")
-    if not now:
-        return ""
+    """The report's words for "better" when the traffic-now claim was made (``claim["newest"]``)."""
+    now = claim["newest"]
     a, half = claim["hochberg_levels"]
     return (f"is one of two claims sharing the error (Hochberg): the recent mix (the objective's lower bound "
             f"above 0), or the traffic now (the newest batch, {now['slice']}, better by exact McNemar, with the "
@@ -280,10 +280,10 @@ def _claims_words(claim: dict) -> str:
             f"alone at p < {half:.3g} ({1 - half:.2%} bounds)")
 
 
-def _says_mix(plist: list, w: list[float], a: float) -> str:
-    est, lo, hi = stats.weighted_interval(plist, w, 1 - 2 * a)
+def _says_mix(interval: tuple[float, float, float], p_mix: float, a: float) -> str:
+    est, lo, hi = interval
     return (f"better on the recent traffic mix: {est:+.2%} ({1 - 2 * a:.1%} interval {lo:+.2%} to {hi:+.2%}, "
-            f"p = {stats.weighted_pvalue(plist, w, 'greater'):.3g})")
+            f"p = {p_mix:.3g})")
 
 
 @dataclass
@@ -338,15 +338,16 @@ class GateReport:
         if d:
             o = d["objective"]
             lvl = d["interval_level"]
+            claim = o.get("claim") or {}  # reports from before the traffic-now claim have none
             lines += ["## Decision: candidate against champion on the same images", "",
                       f"Test: {d['test']}. Slices are called forgotten at {d['confidence']:.0%} one-sided "
-                      f"confidence; \"better\" " + (_claims_words(o["claim"]) if (o.get("claim") or {}).get("newest")
+                      f"confidence; \"better\" " + (_claims_words(claim) if claim.get("newest")
                                                     else f"needs the objective's lower bound above 0 at "
                                                          f"{1 - d['gate_alpha']:.1%}")
                       + f" (the gate's share of the {1 - d['confidence']:.0%} error budget; a challenger's shadow "
                       f"judgement spends the rest)."
-                      + (f" Here: {o['claim']['newest']['says']}; the claim that held: {o['claim'].get('by') or 'none'}."
-                         if (o.get("claim") or {}).get("newest") else "")
+                      + (f" Here: {claim['newest']['says']}; the claim that held: {claim.get('by') or 'none'}."
+                         if claim.get("newest") else "")
                       + f" Intervals are {lvl:.0%} two-sided. "
                       f"A slice's drop is \"likely\" when the data lean toward a drop beyond its allowance "
                       f"(p below {d.get('doubt', 0):.2g}): a better candidate is then the challenger.", "",
