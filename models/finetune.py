@@ -32,8 +32,7 @@ def finetune(family: str, native_path: Path, config: dict, data: TrainData, repo
         if distill > 0 and data.replayed is not None and data.replayed.any():
             soft = np.full((len(data.y_train), 10), np.nan, np.float32)
             soft[data.replayed] = base.predict(data.x_train[data.replayed])
-        return torchnet.train(data, cfg, reporter, init=base.net.state_dict(), soft_targets=soft,
-                              distill=distill if soft is not None else 0.0)
+        return torchnet.train(data, cfg, reporter, init=base.net.state_dict(), soft_targets=soft, distill=distill)
     if family in ("convnet", "vgg"):
 
         model = _keras.load_native(Path(native_path))
