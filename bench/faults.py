@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -69,6 +70,7 @@ def main(argv=None) -> dict:
     finally:
         launch.stop(proc)
         pg.close()
+        shutil.rmtree(work, ignore_errors=True)
     result = {
         "champion": champion, "workers": args.workers, "threads": args.threads, "clients": args.clients,
         "outage_seconds": args.outage_seconds,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -222,6 +223,7 @@ def main(argv=None) -> dict:
             launch.stop(proc)
         if pg is not None:
             pg.close()
+        shutil.rmtree(work, ignore_errors=True)  # the logs: about 1 GB per run
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     return result

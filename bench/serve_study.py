@@ -19,6 +19,7 @@ import argparse
 import base64
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -150,6 +151,7 @@ def main(argv=None) -> dict:
     result["errors"] = sum(c["errors_5xx"] for lay in result["layouts"].values() for c in lay.values())
     print(f"accepted {len(accepted)} requests, missing from the log: {result['missing_from_log']}, "
           f"errors: {result['errors']}")
+    shutil.rmtree(work, ignore_errors=True)  # the logs
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     return result
