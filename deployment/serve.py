@@ -61,14 +61,16 @@ def start(store_url: str, predictions_db: str, model_cache: Path, log: Path, *, 
                        **(extra_env or {})},
         stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + timeout
-    ready = wait_until_ready(f"http://127.0.0.1:{port}", timeout=timeout)
+    ready = wait_until_ready(f"http://127.0.0.1:{port}", timeout=timeout, alive=lambda: proc.poll() is None)
     while ready and grpc_port and not _accepts(grpc_port):  # the gRPC process loads its model separately
         if time.time() > deadline:
             ready = False
         time.sleep(0.2)
     if not ready:
+        code = proc.poll()
         stop(proc)
-        raise RuntimeError(f"the model server did not start within {timeout:.0f} s:\n{Path(log).read_text()[-3000:]}")
+        why = f"exited with code {code}" if code is not None else f"did not start within {timeout:.0f} s"
+        raise RuntimeError(f"the model server {why}:\n{Path(log).read_text()[-3000:]}")
     return proc
 
 
@@ -78,12 +80,13 @@ def _accepts(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def wait_http_ok(url: str, timeout: float, interval: float = 0.3) -> bool:
-    """Poll ``url`` until it answers 200; False after ``timeout`` seconds."""
+def wait_http_ok(url: str, timeout: float, interval: float = 0.3, alive=None) -> bool:
+    """Poll ``url`` until it answers 200; False after ``timeout`` seconds, or as soon as
+    ``alive()`` (if given) says the process that should answer has gone."""
     import httpx
 
     deadline = time.time() + timeout
-    while time.time() < deadline:
+    while time.time() < deadline and (alive is None or alive()):
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return True
@@ -93,9 +96,9 @@ def wait_http_ok(url: str, timeout: float, interval: float = 0.3) -> bool:
     return False
 
 
-def wait_until_ready(url: str, timeout: float = 60.0) -> bool:
-    """Poll the model server's ``/health/status`` until it answers 200."""
-    return wait_http_ok(f"{url}/health/status", timeout)
+def wait_until_ready(url: str, timeout: float = 60.0, alive=None) -> bool:
+    """Poll the model server's ``/health/status`` until it answers 200 (see :func:`wait_http_ok`)."""
+    return wait_http_ok(f"{url}/health/status", timeout, alive=alive)
 
 
 def stop(proc, term_wait: float = 20.0, kill_wait: float = 10.0) -> None:
