@@ -189,8 +189,17 @@ def main(argv=None) -> None:
         options={**common, "bind": f"{args.host}:{args.port}", "workers": args.workers, "threads": args.threads,
                  "timeout": 30, "worker_exit": partial(worker_exit, seldon_metrics=seldon_metrics),
                  # uvicorn's event loop in each worker process (the ASGI app); gunicorn's threads without it
-                 **({"worker_class": "serving.worker.ModelServerWorker"} if not args.no_fast_path else {})},
+                 **(_fast_path_options() if not args.no_fast_path else {})},
     ).run()
+
+
+def _fast_path_options() -> dict:
+    """gunicorn's options for the ASGI workers: their class, and the master freeing a reaped
+    worker's slot in the connection table (serving/balance.py)."""
+    from serving.worker import TABLE
+
+    return {"worker_class": "serving.worker.ModelServerWorker",
+            "child_exit": lambda arbiter, worker: TABLE.release(worker.pid)}
 
 
 if __name__ == "__main__":
