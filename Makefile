@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help lock venv venv-serve venv-infra infra-check demo test test-fast lint bench-data bench-train bench-train-quick bench-serve bench-serve-study bench-drift bench-continual bench-gate bench-estimate bench-scenario bench-unseen bench-faults bench-fanout scenario prefect-up clean distclean
+.PHONY: help lock venv venv-serve venv-infra infra-check demo test test-fast lint bench-data bench-train bench-train-quick bench-serve bench-serve-tail bench-serve-study bench-drift bench-continual bench-gate bench-estimate bench-scenario bench-unseen bench-faults bench-fanout scenario prefect-up clean distclean
 
 help: ## List every target with what it does
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -108,6 +108,9 @@ bench-train-quick: venv ## The same benchmark code on small data (a smoke run, ~
 
 bench-serve: venv venv-serve .venv-mlserver/bin/.installed ## Serving load benchmark: our server (shipped, group commit, old Flask path) vs MLServer vs raw ONNX, interleaved rounds, 127.0.0.1 (~5 min; run make demo first, or STORE=<registry>)
 	$(BIN)/python -m bench.serve --seconds 4 --rounds 4 $(if $(STORE),--store $(STORE))
+
+bench-serve-tail: venv venv-serve ## Serving tail at 16 digits x 8 clients: the shipped server against itself with the connection spread or the event loop undone (~7 min; STORE=<registry>)
+	$(BIN)/python -m bench.serve_tail $(if $(STORE),--store $(STORE))
 
 bench-serve-study: venv venv-serve ## Serving tuning study: payload formats, gRPC, batching, workers (~4 min; run make demo first)
 	$(BIN)/python -m bench.serve_study --seconds 8

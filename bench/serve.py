@@ -37,9 +37,9 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def load(url: str, body: dict, seconds: float, concurrency: int,
-         request_id=lambda answer: json.loads(answer)["meta"]["tags"]["request_id"]) -> dict:
+         request_id=lambda answer: json.loads(answer)["meta"]["tags"]["request_id"], probe=None) -> dict:
     """POST ``body`` to ``url`` back to back from ``concurrency`` threads for ``seconds``, each
-    on its own keep-alive connection (serving.loadgen.KeepAliveClient)."""
+    on its own keep-alive connection (serving.loadgen.KeepAliveClient); ``probe`` as drive's."""
     payload = json.dumps(body).encode()
 
     def send(client: KeepAliveClient):
@@ -50,7 +50,7 @@ def load(url: str, body: dict, seconds: float, concurrency: int,
         ok = status == 200
         return status, ok, request_id(answer) if ok else None, status >= 500
 
-    return drive(lambda: KeepAliveClient(url), send, seconds, concurrency)
+    return drive(lambda: KeepAliveClient(url), send, seconds, concurrency, probe=probe)
 
 
 def start_mlserver(python: Path, onnx_path: Path, work: Path, parallel_workers: int = 0) -> tuple[subprocess.Popen, str]:

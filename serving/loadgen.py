@@ -15,10 +15,11 @@ import numpy as np
 
 
 def drive(open_client: Callable[[], Any], send: Callable[[Any], tuple[Any, bool, str | None, bool]],
-          seconds: float, concurrency: int) -> dict:
+          seconds: float, concurrency: int, probe: Callable[[], None] | None = None) -> dict:
     """``open_client()`` makes one client per thread (closed afterwards if it has ``close``);
     ``send(client)`` makes one request and returns (status code, ok, request id or None, error).
-    Latencies count the ok requests; ``errors_5xx`` counts the errors (server errors, no answer)."""
+    Latencies count the ok requests; ``errors_5xx`` counts the errors (server errors, no answer).
+    ``probe()``, if given, is called once while the load runs (after a second, or half of it)."""
     lat, codes, ids, errors, lock = [], {}, [], [0], threading.Lock()
     stop = time.perf_counter() + seconds
 
@@ -43,8 +44,13 @@ def drive(open_client: Callable[[], Any], send: Callable[[Any], tuple[Any, bool,
     t0 = time.perf_counter()
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    try:
+        if probe is not None:
+            time.sleep(min(1.0, seconds / 2))
+            probe()
+    finally:
+        for t in threads:
+            t.join()
     wall = time.perf_counter() - t0
     return {"requests": sum(codes.values()), "ok": len(lat), "codes": codes, "errors_5xx": errors[0],
             "rps": len(lat) / wall, "p50_ms": float(np.percentile(lat, 50) * 1e3) if lat else None,
