@@ -25,6 +25,7 @@ from functools import partial
 from serving import edge
 from serving.asgi import EdgeASGI
 from serving.model import MnistModel
+from serving.worker import TABLE
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +197,6 @@ def main(argv=None) -> None:
 def _fast_path_options() -> dict:
     """gunicorn's options for the ASGI workers: their class, and the master freeing a reaped
     worker's slot in the connection table (serving/balance.py)."""
-    from serving.worker import TABLE
-
     return {"worker_class": "serving.worker.ModelServerWorker",
             "child_exit": lambda arbiter, worker: TABLE.release(worker.pid)}
 
