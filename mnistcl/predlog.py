@@ -171,14 +171,27 @@ class PredictionLog:
             # CREATE ... IF NOT EXISTS is not safe against a concurrent CREATE in PostgreSQL (two
             # server processes starting together hit a unique violation in pg_type): serialise
             # schema creation with a transaction-scoped advisory lock.
+            # CREATE INDEX IF NOT EXISTS locks the table (SHARE) even when the index exists, and
+            # INSERT ... ON CONFLICT waits for a write holding the row: every process opening the
+            # log waited for the writes in flight, and deadlocked with a feedback write holding the
+            # counter row. What exists is left alone.
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                have = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'predictions'")}
+                counters = set()
+                if conn.execute("SELECT to_regclass('log_counters')").fetchone()[0] is not None:
+                    counters = {r[0] for r in conn.execute("SELECT name FROM log_counters")}
                 for stmt in filter(str.strip, ddl.split(";")):
+                    words = stmt.split()
+                    if words[:5] == ["CREATE", "INDEX", "IF", "NOT", "EXISTS"] and words[5] in have:
+                        continue
+                    if words[:3] == ["INSERT", "INTO", "log_counters"] and stmt.split("'")[1] in counters:
+                        continue
                     conn.execute(stmt)
                 cols = {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns "
                                                    "WHERE table_name = 'predictions'").fetchall()}
                 self._migrate(conn, cols, "BIGINT")
-                self._indexes(conn)  # under the same lock: these race too (pg_class unique violation)
+                self._indexes(conn, have)  # under the same lock: these race too (pg_class unique violation)
         else:
             conn.executescript(ddl)
             conn.execute("BEGIN IMMEDIATE")
@@ -191,9 +204,10 @@ class PredictionLog:
             self._indexes(conn)
 
     @staticmethod
-    def _indexes(conn) -> None:
+    def _indexes(conn, have: set[str] = frozenset()) -> None:
         for col in (*_NUMBERED, "puid"):
-            conn.execute(f"CREATE INDEX IF NOT EXISTS predictions_{col} ON predictions({col})")
+            if f"predictions_{col}" not in have:
+                conn.execute(f"CREATE INDEX IF NOT EXISTS predictions_{col} ON predictions({col})")
 
     def _migrate(self, conn, cols: set[str], int_type: str) -> None:
         """Under the schema lock: this log's id; sequence-number columns for a log made before

@@ -153,3 +153,35 @@ def test_feedback_is_written_once_and_conflicts_are_kept(tmp_path, mnist_small, 
         winner = [r for r in log.read() if r["request_id"] == "r2"][0]["feedback"]
         assert outcomes.count("conflict") == 12 and outcomes.count("ok") == 12, outcomes
         assert winner in (1, 2)
+
+
+def test_opening_the_log_does_not_wait_for_writes_in_flight(pg_database):
+    """PostgreSQL: a process opening the log (its schema step) while another's write is in flight.
+    CREATE INDEX IF NOT EXISTS locks the table (SHARE) even when the index exists, so every opening
+    waited for the writes in flight and held new ones back; with a feedback transaction holding the
+    counter row, the two deadlocked (seen once in CI: one side aborted). Indexes that exist are
+    now left alone, and the open completes while the write is still uncommitted."""
+    import threading
+
+    import psycopg
+
+    PredictionLog(pg_database).log_predictions("r1", "m1", "ndarray", np.zeros((1, 28, 28)), np.full((1, 10), 0.1))
+    opened, errors, done = [], [], threading.Event()
+
+    def open_log():
+        try:
+            opened.append(PredictionLog(pg_database).find_request("r1"))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        done.set()
+
+    with psycopg.connect(pg_database) as writer:  # a feedback write, uncommitted
+        writer.execute("UPDATE log_counters SET n = n + 1 WHERE name = 'feedback'")
+        writer.execute("UPDATE predictions SET feedback = 1, feedback_seq = 1 WHERE request_id = 'r1'")
+        t = threading.Thread(target=open_log)
+        t.start()
+        finished_first = done.wait(15)  # before the writer commits
+        writer.commit()
+    t.join(30)
+    assert finished_first, "opening the log waited for a write in flight"
+    assert not errors and opened == ["r1"], errors
