@@ -253,12 +253,12 @@ def _claim(cfg: GateConfig, rows: list[dict], plist: list, w: list[float], p_mix
         by = "now"
     else:
         by = None
+    shown = {"mix and now": (a,), "now": (a / 2,)}.get(by, (a, a / 2))  # the bound(s) the claim used
+    bounds = " and ".join(f"{bound[lvl]:+.2%} at {1 - lvl:.{1 if lvl == a else 2}%}" for lvl in shown)
     says_now = (f"on the newest batch ({newest['slice']}, the traffic now) {newest['difference']:+.2%} "
                 f"({newest['only_candidate_right']} images only it reads right, {newest['only_champion_right']} "
-                f"only the champion; exact McNemar p = {p_now:.3g}), the mix's one-sided lower bound "
-                + (f"{bound[a]:+.2%} at {1 - a:.1%}" if by == "mix and now" else f"{bound[a / 2]:+.2%} at {1 - a / 2:.2%}"
-                   if by == "now" else f"{bound[a]:+.2%} at {1 - a:.1%} and {bound[a / 2]:+.2%} at {1 - a / 2:.2%}")
-                + f" against a margin of -{o.margin:.2%}")
+                f"only the champion; exact McNemar p = {p_now:.3g}), the mix's one-sided lower bound {bounds} "
+                f"against a margin of -{o.margin:.2%}")
     says = {"mix and now": f"{_says_mix(interval[a], p_mix, a)}; {says_now}",
             "mix": _says_mix(interval[a / 2], p_mix, a / 2),
             "now": f"better on the traffic now: {says_now}"}.get(by, "")
