@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 
 from bench.serve import RESULTS, ROOT, load
 from deployment import serve as launch
@@ -41,19 +40,6 @@ SERVERS = {
     "uvloop": {"MNISTCL_SERVE_LOOP": "uvloop"},
     "previous": {"MNISTCL_SERVE_BALANCE": "false", "MNISTCL_SERVE_LOOP": "uvloop"},
 }
-
-
-def connections_per_worker(server_pid: int, port: int) -> list[int]:
-    """Established connections to ``port`` held by each worker (a process listening on it)."""
-    held = []
-    for proc in psutil.Process(server_pid).children(recursive=True):
-        try:
-            conns = [c for c in proc.net_connections(kind="tcp") if c.laddr and c.laddr.port == port]
-        except psutil.NoSuchProcess:
-            continue
-        if any(c.status == psutil.CONN_LISTEN for c in conns):
-            held.append(sum(c.status == psutil.CONN_ESTABLISHED for c in conns))
-    return sorted(held)
 
 
 def percentiles(latencies_s) -> dict:
@@ -94,7 +80,7 @@ def main(argv=None) -> dict:
                 split: list[int] = []
 
                 def look(name=name, split=split):
-                    split[:] = connections_per_worker(procs[name].pid, ports[name])
+                    split[:] = sorted(launch.worker_connections(procs[name].pid, ports[name]).values())
 
                 out = load(urls[name], body, args.seconds, args.concurrency, probe=look)
                 rounds[name].append({"rps": out["rps"], **percentiles(out["latencies_s"]), "ok": out["ok"],

@@ -101,6 +101,23 @@ def wait_until_ready(url: str, timeout: float = 60.0, alive=None) -> bool:
     return wait_http_ok(f"{url}/health/status", timeout, alive=alive)
 
 
+def worker_connections(server_pid: int, port: int) -> dict[int, int]:
+    """The server's worker processes (those listening on ``port``; gunicorn's master is the server
+    process itself) and the established connections each holds there: how the connections are
+    spread (serving/balance.py)."""
+    import psutil
+
+    held = {}
+    for proc in psutil.Process(server_pid).children(recursive=True):
+        try:
+            conns = [c for c in proc.net_connections(kind="tcp") if c.laddr and c.laddr.port == port]
+        except psutil.NoSuchProcess:
+            continue
+        if any(c.status == psutil.CONN_LISTEN for c in conns):
+            held[proc.pid] = sum(c.status == psutil.CONN_ESTABLISHED for c in conns)
+    return held
+
+
 def stop(proc, term_wait: float = 20.0, kill_wait: float = 10.0) -> None:
     """Stop a process started with ``start_new_session``: its whole group, SIGTERM, then SIGKILL."""
     import signal

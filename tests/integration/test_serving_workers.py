@@ -10,7 +10,6 @@ import socket
 import threading
 import time
 
-import psutil
 import pytest
 
 from deployment import serve as launch
@@ -21,22 +20,8 @@ from serving.loadgen import KeepAliveClient
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def workers(server: psutil.Process, port: int) -> dict[int, int]:
-    """The server's worker processes (those listening on ``port``: gunicorn's master is the
-    server process itself) and the established connections each holds there."""
-    out = {}
-    for proc in server.children(recursive=True):
-        try:
-            conns = [c for c in proc.net_connections(kind="tcp") if c.laddr and c.laddr.port == port]
-        except psutil.NoSuchProcess:
-            continue
-        if any(c.status == psutil.CONN_LISTEN for c in conns):
-            out[proc.pid] = sum(c.status == psutil.CONN_ESTABLISHED for c in conns)
-    return out
-
-
-def connections_per_worker(server: psutil.Process, port: int) -> list[int]:
-    return sorted(workers(server, port).values())
+def connections_per_worker(server: int, port: int) -> list[int]:
+    return sorted(launch.worker_connections(server, port).values())
 
 
 @pytest.fixture
@@ -46,7 +31,7 @@ def two_workers(registry, tmp_path):
     port = free_port()
     proc = launch.start(registry.storage.root, str(tmp_path / "pred.db"), tmp_path / "cache", tmp_path / "log",
                         port=port, metrics_port=free_port(), workers=2, threads=4)
-    server = psutil.Process(proc.pid)
+    server = proc.pid
     try:
         # The server answers once one worker does; the other may still be loading its model, and
         # a worker not yet serving takes no connection. Both serve once two connections opened
@@ -122,7 +107,7 @@ def test_a_worker_that_holds_fewer_but_does_not_accept_delays_a_connection_never
     process is alive, its event loop is not)."""
     server, port = two_workers
     first = _ping(socket.create_connection(("127.0.0.1", port), timeout=5))
-    held = workers(server, port)
+    held = launch.worker_connections(server, port)
     idle = next(pid for pid, n in held.items() if n == 0)
     os.kill(idle, signal.SIGSTOP)
     try:
@@ -130,7 +115,7 @@ def test_a_worker_that_holds_fewer_but_does_not_accept_delays_a_connection_never
         second = _ping(socket.create_connection(("127.0.0.1", port), timeout=5))  # within the 5 s timeout
         waited = time.monotonic() - t
         assert waited >= balance.WAIT_S * 0.9, waited  # it did leave it to the idle worker first
-        assert sorted(workers(server, port).items()) == sorted({**held, **{p: 2 for p in held if p != idle}}.items())
+        assert sorted(launch.worker_connections(server, port).items()) == sorted({**held, **{p: 2 for p in held if p != idle}}.items())
     finally:
         os.kill(idle, signal.SIGCONT)
     second.close()
